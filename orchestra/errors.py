@@ -57,3 +57,11 @@ class Conflict(OrchestraError):
 
 class StoreError(OrchestraError):
     """The store cannot be reached or migrated; retrying later may help."""
+
+
+class InvalidInput(OrchestraError):
+    """A request (a manual run, a render) has invalid parameters or job variables."""
+
+    def __init__(self, errors: Sequence[FieldError], what: str = "input") -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(f"{what} {e}" if e.path else str(e) for e in self.errors))

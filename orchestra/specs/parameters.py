@@ -1,0 +1,82 @@
+"""Parameters against their schema, at plan time and when a run is asked for.
+
+A deployment's parameter schema is its ``parameterSchema`` or, for a Python
+entrypoint run by a process pool, the one derived from the function's
+signature (read with ``ast``, never imported). Deployment defaults are
+checked for types only, since a required parameter may come from a
+schedule or from the person starting the run; each schedule's parameters,
+merged over the defaults, must satisfy the schema fully.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from orchestra.errors import FieldError
+from orchestra.jobs.signature import parameter_schema_from_entrypoint
+from orchestra.specs.model import Resource
+
+
+def deployment_parameter_schema(spec: dict[str, Any], pool_type: str, root: Path) -> dict[str, Any] | None:
+    """The schema a deployment's parameters must satisfy, or None when unconstrained."""
+    if "parameterSchema" in spec:
+        return spec["parameterSchema"]
+    if "entrypoint" in spec and pool_type == "process":
+        working_dir = ((spec.get("jobVariables") or {}).get("workingDir")) or "."
+        return parameter_schema_from_entrypoint(spec["entrypoint"], root / working_dir)
+    return None
+
+
+def parameter_errors(deployment: Resource) -> Iterator[FieldError]:
+    spec = deployment.spec
+    schema = spec.get("parameterSchema")  # derived ones were added by validate.with_derived_parameters
+    if schema is None:
+        return
+    try:
+        jsonschema.Draft7Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        yield FieldError(("spec", "parameterSchema", *exc.path), f"not a valid JSON Schema: {exc.message}")
+        return
+    defaults = spec.get("parameters") or {}
+    for error in validate_parameters(schema, defaults, require=False):
+        yield error.prefixed(("spec", "parameters"))
+    for index, schedule in enumerate(spec.get("schedules") or []):
+        overrides = schedule.get("parameters") or {}
+        for error in validate_parameters(schema, {**defaults, **overrides}):
+            blame = ("schedules", index, "parameters") if _from_overrides(error, overrides) else ("parameters",)
+            yield FieldError(("spec", *blame, *error.path), error.message + f" (in schedules[{index}])")
+
+
+def _from_overrides(error: FieldError, overrides: dict[str, Any]) -> bool:
+    return not error.path or error.path[0] in overrides
+
+
+def validate_parameters(schema: dict[str, Any], parameters: dict[str, Any], *, require: bool = True) -> list[FieldError]:
+    """Problems of ``parameters`` against ``schema``, each at its path within the parameters."""
+    validator = _validator(_freeze(schema))
+    errors = []
+    for error in validator.iter_errors(parameters):
+        if error.validator == "required" and not require:
+            continue
+        message = error.message
+        if error.validator == "required":
+            message = f"missing required parameter {message.split(' is a required property')[0]}"
+        elif error.validator == "additionalProperties":
+            message = f"unknown parameter: {message}"
+        errors.append(FieldError(tuple(error.absolute_path), message))
+    return errors
+
+
+@lru_cache(maxsize=4096)
+def _validator(frozen: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(json.loads(frozen))
+
+
+def _freeze(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, sort_keys=True)
