@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from orchestra.diagnostics import SpecError
 from orchestra.jobs.defaults import POOL_TYPES, default_template
 from orchestra.reconcile.jobs import prepare_job
 from orchestra.scheduling import Schedule, iter_slots, parse_schedule
-from orchestra.specs.validate import load_specs
+from orchestra.specs.validate import load_resources, schedule_errors
 
 param_option = click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
                             help="A parameter for this run (repeatable); VALUE is read as YAML.")
@@ -68,21 +69,27 @@ def schedule(app: AppContext, target: str, count: int, after: str | None, fmt: s
                                                  for t, s in slots])
 
 
-def merged_slots(schedules: list[Schedule], after: datetime) -> Any:
+def merged_slots(schedules: list[Schedule], after: datetime) -> Iterator[tuple[datetime, Schedule]]:
     """Slots of several schedules in time order, each in its own zone."""
-    streams = [((t.astimezone(timezone.utc), i, t, s) for t in iter_slots(s, after)) for i, s in enumerate(schedules)]
+    streams = [_keyed(index, s, after) for index, s in enumerate(schedules)]
     for _, _, local, sched in heapq.merge(*streams):
         yield local, sched
+
+
+def _keyed(index: int, schedule: Schedule, after: datetime) -> Iterator[tuple[datetime, int, datetime, Schedule]]:
+    for slot in iter_slots(schedule, after):
+        yield slot.astimezone(timezone.utc), index, slot, schedule
 
 
 def _deployment_spec(app: AppContext, target: str) -> dict[str, Any]:
     path = Path(target)
     if not path.exists():
         return app.store.get_resource("Deployment", target).spec
-    specs = load_specs([path])
+    specs = load_resources([path])
+    deployments = specs.of_kind("Deployment")
+    specs.diagnostics += [d.diagnostic(e) for d in deployments.values() for e in schedule_errors(d.spec)]
     if not specs.ok:
         raise SpecError(specs.diagnostics)
-    deployments = specs.of_kind("Deployment")
     if len(deployments) != 1:
         names = ", ".join(sorted(deployments)) or "none"
         raise click.BadParameter(f"{target} defines {len(deployments)} deployments ({names}); "

@@ -49,12 +49,15 @@ def parameter_errors(deployment: Resource) -> Iterator[FieldError]:
     for index, schedule in enumerate(spec.get("schedules") or []):
         overrides = schedule.get("parameters") or {}
         for error in validate_parameters(schema, {**defaults, **overrides}):
-            blame = ("schedules", index, "parameters") if _from_overrides(error, overrides) else ("parameters",)
+            blame = _blame(error, overrides, index)
             yield FieldError(("spec", *blame, *error.path), error.message + f" (in schedules[{index}])")
 
 
-def _from_overrides(error: FieldError, overrides: dict[str, Any]) -> bool:
-    return not error.path or error.path[0] in overrides
+def _blame(error: FieldError, overrides: dict[str, Any], index: int) -> tuple[str | int, ...]:
+    """Point at the schedule's parameters if the bad value came from there."""
+    if not error.path:
+        return ("schedules", index)
+    return ("schedules", index, "parameters") if error.path[0] in overrides else ("parameters",)
 
 
 def validate_parameters(schema: dict[str, Any], parameters: dict[str, Any], *, require: bool = True) -> list[FieldError]:

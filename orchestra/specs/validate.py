@@ -52,10 +52,24 @@ def spec_root(paths: list[Path]) -> Path:
 
 
 def load_specs(paths: list[Path], *, texts: dict[str, str] | None = None) -> SpecSet:
-    """Read and validate every spec file under ``paths``.
+    """Read and fully validate every spec file under ``paths``.
 
     ``texts`` lets a caller that already read the files (the daemon's cache)
     pass their contents, keyed by the path as a string.
+    """
+    result = load_resources(paths, texts=texts)
+    pools = {r.name: r for r in result.resources if r.kind == "WorkPool"}
+    root = spec_root(paths)
+    result.resources = [with_derived_parameters(r, pools, root, result.diagnostics) for r in result.resources]
+    result.diagnostics.extend(semantic_diagnostics(result.resources))
+    result.diagnostics.sort()
+    return result
+
+
+def load_resources(paths: list[Path], *, texts: dict[str, str] | None = None) -> SpecSet:
+    """Only the first stage: YAML, the kinds' schemas and duplicates, no cross-checks.
+
+    Enough for tools that look at one file on its own (``orchestra schedule FILE``).
     """
     result = SpecSet()
     documents: list[Document] = []
@@ -70,11 +84,7 @@ def load_specs(paths: list[Path], *, texts: dict[str, str] | None = None) -> Spe
         except LoadError as exc:
             result.diagnostics.append(exc.diagnostic)
     candidates = [r for r in (_checked(doc, result.diagnostics) for doc in documents) if r]
-    unique = _without_duplicates(candidates, result.diagnostics)
-    pools = {r.name: r for r in unique if r.kind == "WorkPool"}
-    result.resources = [with_derived_parameters(r, pools, spec_root(paths), result.diagnostics) for r in unique]
-    result.diagnostics.extend(semantic_diagnostics(result.resources))
-    result.diagnostics.sort()
+    result.resources = _without_duplicates(candidates, result.diagnostics)
     return result
 
 
@@ -187,7 +197,7 @@ def _queue_errors(queue: Resource, pools: dict, queues: dict) -> Iterator[FieldE
 
 def _deployment_errors(deployment: Resource, pools: dict, queues: dict) -> list[FieldError]:
     spec = deployment.spec
-    errors = [*_command_or_entrypoint(spec), *_duration_errors(spec), *_schedule_errors(spec)]
+    errors = [*_command_or_entrypoint(spec), *_duration_errors(spec), *schedule_errors(spec)]
     pool_error = _reference_error(("spec", "pool"), "WorkPool", spec["pool"], pools)
     if pool_error:
         return [*errors, pool_error]
@@ -220,7 +230,7 @@ def _duration_errors(spec: dict[str, Any]) -> Iterator[FieldError]:
             yield FieldError(("spec",) + path, str(exc))
 
 
-def _schedule_errors(spec: dict[str, Any]) -> Iterator[FieldError]:
+def schedule_errors(spec: dict[str, Any]) -> Iterator[FieldError]:
     identities: dict[str, int] = {}
     for index, raw in enumerate(spec.get("schedules") or []):
         try:
