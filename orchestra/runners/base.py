@@ -1,0 +1,75 @@
+"""The runner protocol: how a worker launches a rendered job and controls it.
+
+Workers (``orchestra.workers``) render a run's job from its pool's template and
+hand the resulting dict to a ``Runner``. The runner starts the job, returns a
+``RunHandle`` to wait on, cancel or kill it, and writes the job's output to the
+run's log file. Workers depend on these protocols only, so a process runner, a
+Docker runner and test doubles are interchangeable.
+
+``RunHandle.ident`` is persisted on the run: after a daemon crash, the new
+daemon passes it to ``Runner.reap_orphan`` to clean up what the dead one left.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestra.errors import OrchestraError
+
+
+class LaunchError(OrchestraError):
+    """The job cannot start (missing executable or directory, permission denied).
+
+    Terminal for this attempt: retrying the same rendered job on the same
+    machine fails the same way, so the worker records the message as the
+    run's state reason instead of retrying blindly.
+    """
+
+
+class RunHandle(Protocol):
+    """A started job. Thread-safe: a worker waits while an API call cancels."""
+
+    @property
+    def ident(self) -> str:
+        """Opaque, persistable name of what was started (see ``Runner.reap_orphan``)."""
+        ...
+
+    def poll(self) -> int | None:
+        """The exit code if the job has finished, else None; never blocks."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the job finishes (exit code) or ``timeout`` passes (None)."""
+        ...
+
+    def terminate(self, grace: float | None = None) -> int | None:
+        """Ask the job to stop, force it after ``grace`` seconds; return its exit code.
+
+        ``grace`` defaults to the job's ``terminationGracePeriod``.
+        """
+        ...
+
+    def kill(self) -> None:
+        """Stop the job now, without a grace period; does not wait."""
+        ...
+
+
+class Runner(Protocol):
+    """Launches rendered jobs of one pool type."""
+
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> RunHandle:
+        """Start ``job``; its output goes to ``log_path``. Raises ``LaunchError``."""
+        ...
+
+    def reap_orphan(self, ident: str) -> bool:
+        """Kill what a dead daemon left running under ``ident``; True if anything was.
+
+        Must verify that ``ident`` still names the very thing that was started
+        (not a recycled PID), so a stale ident never harms an unrelated process.
+        """
+        ...
+
+    def validate_job(self, job: dict[str, Any]) -> list[str]:
+        """Problems with the shape of a rendered job, each as ``"path: what is wrong"``."""
+        ...

@@ -1,0 +1,555 @@
+"""The process runner: a rendered job becomes a local process group.
+
+Workers call ``ProcessRunner.start`` with a rendered ``process`` job; the
+daemon calls ``reap_orphan`` on start for runs a dead daemon left behind.
+
+Each job runs in its own session (so its own process group), without a shell,
+stdin from /dev/null, stdout and stderr merged into one pipe. One shared
+"pump" thread multiplexes every run's pipe and exit notification (a pidfd,
+or polling ``waitid`` where pidfds are unavailable), so 200 concurrent runs
+cost one thread, not 400. The pump is the only reaper of the children: when
+a job's main process exits it kills the rest of its group *before* reaping
+the leader, because the unreaped leader still holds the PID, so the group
+ID cannot be recycled in between. Then it drains the pipe to EOF, bounded in
+time, since a process that escaped the group may still hold the pipe open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestra.durations import parse_duration
+from orchestra.errors import OrchestraError
+from orchestra.runners.base import LaunchError
+from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES, BoundedLogWriter
+
+__all__ = ["PROCESS_JOB_FIELDS", "ProcessHandle", "ProcessRunner", "validate_process_job"]
+
+log = logging.getLogger(__name__)
+
+PROCESS_JOB_FIELDS = ("command", "env", "workingDir", "terminationGracePeriod", "logMaxBytes")
+DEFAULT_GRACE = 10.0  # seconds, as `docker stop`
+DRAIN_GRACE = 2.0  # seconds to wait for EOF once the job's group is dead
+_POLL_INTERVAL = 0.05  # exit polling where pidfds are unavailable
+_READ_SIZE = 64 * 1024
+
+
+class _Tracked:
+    """Everything the pump and the handle share about one started process.
+
+    ``lock`` makes "the leader is not reaped yet" and "signal its group" one
+    step, so a signal never reaches a recycled process group.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], writer: BoundedLogWriter) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.writer = writer
+        assert popen.stdout is not None
+        self.pipe_fd = popen.stdout.fileno()
+        os.set_blocking(self.pipe_fd, False)
+        self.pidfd: int | None = None
+        self.lock = threading.Lock()
+        self.reaped = False
+        self.eof = False
+        self.drain_deadline = 0.0
+        self.returncode: int | None = None
+        self.done = threading.Event()
+
+    def signal_group(self, sig: int) -> bool:
+        """Send ``sig`` to the whole group unless the job already ended."""
+        with self.lock:
+            if self.reaped:
+                return False
+            return _killpg(self.pid, sig)
+
+    def reap(self, drain_grace: float) -> None:
+        """Kill what is left of the group, then collect the leader's exit code."""
+        with self.lock:
+            _killpg(self.pid, signal.SIGKILL)
+            self.returncode = self.popen.wait()
+            self.reaped = True
+        self.drain_deadline = time.monotonic() + drain_grace
+
+    def exited(self) -> bool:
+        """Has the leader exited? Peeks without reaping (``WNOWAIT``)."""
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        try:
+            return os.waitid(os.P_PID, self.pid, flags) is not None
+        except ChildProcessError:
+            return True
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member changed user (setuid); the others got it
+        return True
+    return True
+
+
+class _Pump:
+    """One thread that reads every run's pipe into its log and notices exits.
+
+    Jobs are handed over through ``add`` (a list plus a wake-up pipe) because
+    selector registrations are only safe from the thread that selects. The
+    thread stops when no job is left and starts again on the next ``add``.
+    """
+
+    def __init__(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._incoming: list[tuple[_Tracked, float]] = []
+        self._jobs: dict[_Tracked, float] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, job: _Tracked, drain_grace: float) -> None:
+        with self._lock:
+            self._incoming.append((job, drain_grace))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="orchestra-process-pump", daemon=True)
+                self._thread.start()
+        with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
+            os.write(self._wake_w, b"\0")
+
+    def _run(self) -> None:
+        while self._adopt_incoming():
+            for key, _ in self._sel.select(self._timeout()):
+                self._dispatch(key.data)
+            self._check_clock()
+
+    def _adopt_incoming(self) -> bool:
+        """Register new jobs; False (and the thread ends) when there is no work."""
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+            if not incoming and not self._jobs:
+                self._thread = None
+                return False
+        for job, grace in incoming:
+            self._jobs[job] = grace
+            self._sel.register(job.pipe_fd, selectors.EVENT_READ, lambda j=job: self._on_output(j))
+            if job.pidfd is not None:
+                self._sel.register(job.pidfd, selectors.EVENT_READ, lambda j=job: self._on_exit(j))
+        return True
+
+    def _dispatch(self, callback: Callable[[], None] | None) -> None:
+        if callback is None:
+            self._drain_wake_pipe()
+            return
+        try:
+            callback()
+        except Exception:  # a bug here must not stop every other run's log
+            log.exception("process pump callback failed")
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _timeout(self) -> float | None:
+        """How long select may block: until the next drain deadline or exit poll."""
+        now = time.monotonic()
+        waits = [j.drain_deadline - now for j in self._jobs if j.reaped]
+        if any(j.pidfd is None and not j.reaped for j in self._jobs):
+            waits.append(_POLL_INTERVAL)
+        return max(0.0, min(waits)) if waits else None
+
+    def _on_output(self, job: _Tracked) -> None:
+        try:
+            data = os.read(job.pipe_fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        if data:
+            job.writer.write(data)
+        else:
+            self._close_pipe(job)
+
+    def _on_exit(self, job: _Tracked) -> None:
+        assert job.pidfd is not None
+        self._sel.unregister(job.pidfd)
+        os.close(job.pidfd)
+        job.pidfd = None
+        self._reap(job)
+
+    def _reap(self, job: _Tracked) -> None:
+        job.reap(self._jobs[job])
+        self._maybe_finish(job)
+
+    def _check_clock(self) -> None:
+        """Exit polling (no pidfd) and the drain deadline of escaped pipe holders."""
+        now = time.monotonic()
+        for job in list(self._jobs):
+            if not job.reaped and job.pidfd is None and job.exited():
+                self._reap(job)
+            elif job.reaped and not job.eof and now >= job.drain_deadline:
+                job.writer.note("output pipe still held open by a process outside the job; stopped reading")
+                self._close_pipe(job)
+
+    def _close_pipe(self, job: _Tracked) -> None:
+        self._sel.unregister(job.pipe_fd)
+        assert job.popen.stdout is not None
+        job.popen.stdout.close()
+        job.eof = True
+        self._maybe_finish(job)
+
+    def _maybe_finish(self, job: _Tracked) -> None:
+        """A run is done once its leader is reaped and its output is all logged."""
+        if job.reaped and job.eof:
+            job.writer.close()
+            del self._jobs[job]
+            job.done.set()
+
+
+_pump_lock = threading.Lock()
+_pump: _Pump | None = None
+
+
+def _shared_pump() -> _Pump:
+    """The process-wide pump, made on first use: importing opens no descriptors."""
+    global _pump
+    with _pump_lock:
+        if _pump is None:
+            _pump = _Pump()
+        return _pump
+
+
+class ProcessHandle:
+    """A started process job (see ``orchestra.runners.base.RunHandle``).
+
+    Exit codes follow ``subprocess``: negative means killed by that signal.
+    The job counts as finished only when its whole group is gone and its log
+    is complete, so a worker that sees an exit code can read the full log.
+    """
+
+    def __init__(self, tracked: _Tracked, ident: str, grace: float) -> None:
+        self._t = tracked
+        self._ident = ident
+        self._grace = grace
+
+    @property
+    def ident(self) -> str:
+        return self._ident
+
+    @property
+    def pid(self) -> int:
+        """The job's main process, which is also its process group and session id."""
+        return self._t.pid
+
+    def poll(self) -> int | None:
+        return self._t.returncode if self._t.done.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._t.done.wait(timeout)
+        return self.poll()
+
+    def terminate(self, grace: float | None = None) -> int | None:
+        """SIGTERM the group, wait ``grace`` seconds, then SIGKILL it; return the exit code."""
+        self._t.signal_group(signal.SIGTERM)
+        code = self.wait(self._grace if grace is None else grace)
+        if code is None:
+            self.kill()
+            code = self.wait()
+        return code
+
+    def kill(self) -> None:
+        self._t.signal_group(signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """A validated job resolved against the runner's base directory and environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    grace: float
+    log_max_bytes: int
+
+
+class ProcessRunner:
+    """Runs ``process`` pool jobs as local process groups (see the module docstring).
+
+    ``base_dir`` (the spec directory) anchors relative ``workingDir`` values.
+    ``use_pidfd=False`` forces exit polling, the fallback for kernels before
+    5.3; ``drain_grace`` bounds how long output is read after the job ended.
+    """
+
+    def __init__(self, base_dir: Path, *, use_pidfd: bool = True, drain_grace: float = DRAIN_GRACE) -> None:
+        self._base_dir = Path(base_dir).resolve()
+        self._use_pidfd = use_pidfd and hasattr(os, "pidfd_open")
+        self._drain_grace = drain_grace
+
+    def validate_job(self, job: dict[str, Any]) -> list[str]:
+        return validate_process_job(job)
+
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
+        """Launch ``job``; raises ``LaunchError`` for an invalid or unstartable job.
+
+        A failure to create the log file is an ``OSError`` (infrastructure,
+        not the job's fault). The daemon's ``ORCHESTRA_RUN_ID`` never leaks in.
+        """
+        problems = validate_process_job(job)
+        if problems:
+            raise LaunchError("invalid process job: " + "; ".join(problems))
+        launch = self._resolve(run_id, job)
+        writer = BoundedLogWriter(Path(log_path), launch.log_max_bytes)
+        try:
+            popen = _spawn(launch)
+        except LaunchError:
+            writer.close()
+            raise
+        tracked = _Tracked(popen, writer)
+        ident = _Ident(popen.pid, _start_time(popen.pid), _boot_id()).format()
+        tracked.pidfd = self._open_pidfd(popen.pid)
+        _shared_pump().add(tracked, self._drain_grace)
+        return ProcessHandle(tracked, ident, launch.grace)
+
+    def reap_orphan(self, ident: str) -> bool:
+        """SIGKILL the group ``ident`` names if it still runs and is provably ours.
+
+        Ours means: same boot, and the leader, if still there, has the recorded
+        start time. With the leader gone, a live member of the group counts,
+        since a PID that is still some group's ID is never handed out again.
+        Raises ``ValueError`` for an ident this runner did not make.
+        """
+        parsed = _Ident.parse(ident)
+        if parsed.boot_id != _boot_id() or not _group_is_alive(parsed.pid, parsed.start_time):
+            return False
+        return _killpg(parsed.pid, signal.SIGKILL)
+
+    def _resolve(self, run_id: str, job: dict[str, Any]) -> _Launch:
+        working_dir = job.get("workingDir") or "."
+        cwd = (self._base_dir / working_dir).resolve()
+        if not cwd.is_dir():
+            what = "is not a directory" if cwd.exists() else "does not exist"
+            raise LaunchError(f"working directory {working_dir!r} {what} (resolved to {cwd})")
+        # The daemon's environment, then this run's id, then the job's own values.
+        env = {**os.environ, "ORCHESTRA_RUN_ID": run_id, **(job.get("env") or {})}
+        grace = job.get("terminationGracePeriod")
+        grace_s = DEFAULT_GRACE if grace is None else parse_duration(grace).total_seconds()
+        log_max = job.get("logMaxBytes") or DEFAULT_LOG_MAX_BYTES
+        return _Launch(list(job["command"]), env, cwd, grace_s, log_max)
+
+    def _open_pidfd(self, pid: int) -> int | None:
+        if not self._use_pidfd:
+            return None
+        try:
+            return os.pidfd_open(pid)
+        except OSError:  # e.g. ENOSYS on an old kernel: fall back to polling
+            return None
+
+
+# --- launching ---------------------------------------------------------------
+
+
+def _spawn(launch: _Launch) -> subprocess.Popen[bytes]:
+    """Start the process (argv as is, never a shell) or raise ``LaunchError``."""
+    try:
+        return subprocess.Popen(
+            launch.argv,
+            cwd=str(launch.cwd),
+            env=launch.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            bufsize=0,
+        )
+    except OSError as err:
+        raise LaunchError(_launch_failure(err, launch)) from None
+
+
+def _launch_failure(err: OSError, launch: _Launch) -> str:
+    """Turn the child's exec/chdir error into a sentence a user can act on."""
+    exe = launch.argv[0]
+    if err.filename == str(launch.cwd):
+        return f"cannot enter working directory {launch.cwd}: {err.strerror}"
+    found = _which(exe, launch)
+    if isinstance(err, FileNotFoundError):
+        if found is not None:
+            return f"cannot run {exe!r} ({found}): its interpreter (the #! line) was not found"
+        if os.sep in exe:
+            return f"executable {exe!r} not found (relative paths start at {launch.cwd})"
+        return f"executable {exe!r} not found on PATH ({launch.env.get('PATH', '')})"
+    if isinstance(err, PermissionError):
+        return f"permission denied running {exe!r}" + (f" ({found}): is it executable?" if found else "")
+    return f"cannot run {exe!r}: {err.strerror or err}"
+
+
+def _which(exe: str, launch: _Launch) -> str | None:
+    """Where ``exe`` resolves, looked up as the child does; None if nowhere."""
+    if os.sep in exe:
+        path = launch.cwd / exe
+        return str(path) if path.exists() else None
+    for directory in launch.env.get("PATH", os.defpath).split(os.pathsep):
+        candidate = Path(launch.cwd, directory or ".", exe)
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+# --- validation --------------------------------------------------------------
+
+
+def validate_process_job(job: Any) -> list[str]:
+    """Every problem with a rendered process job, as ``"field: what is wrong"``.
+
+    Unknown fields are problems (fail closed): a misspelt ``workdir`` would
+    otherwise be silently ignored. ``null`` means "absent" for optional fields.
+    """
+    if not isinstance(job, dict):
+        return [f"job: must be an object, got {_json_type(job)}"]
+    problems = [
+        f"{key}: unknown field (a process job takes {', '.join(PROCESS_JOB_FIELDS)})"
+        for key in job
+        if key not in PROCESS_JOB_FIELDS
+    ]
+    problems += _check_command(job.get("command"))
+    problems += _check_env(job.get("env"))
+    problems += _check_working_dir(job.get("workingDir"))
+    problems += _check_grace(job.get("terminationGracePeriod"))
+    problems += _check_log_max(job.get("logMaxBytes"))
+    return problems
+
+
+def _check_command(command: Any) -> list[str]:
+    if isinstance(command, str):
+        return ["command: must be a list of strings (argv), not one string: jobs never run through a shell"]
+    if not isinstance(command, list) or not command:
+        return [f"command: must be a non-empty list of strings, got {_json_type(command)}"]
+    problems = [_check_string(f"command[{i}]", arg) for i, arg in enumerate(command)]
+    if command[0] == "":
+        problems.append("command[0]: the executable must not be empty")
+    return [p for p in problems if p]
+
+
+def _check_env(env: Any) -> list[str]:
+    if env is None:
+        return []
+    if not isinstance(env, dict):
+        return [f"env: must be an object of strings, got {_json_type(env)}"]
+    problems = []
+    for name, value in env.items():
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            problems.append(f"env: {name!r} is not a valid variable name")
+        else:
+            problems.append(_check_string(f"env.{name}", value, hint=" (quote the value in YAML)"))
+    return [p for p in problems if p]
+
+
+def _check_working_dir(working_dir: Any) -> list[str]:
+    return [] if working_dir is None else [p for p in [_check_string("workingDir", working_dir)] if p]
+
+
+def _check_grace(grace: Any) -> list[str]:
+    if grace is None:
+        return []
+    try:
+        parse_duration(grace)  # which also refuses zero and negative lengths
+    except (ValueError, TypeError, OrchestraError) as err:
+        return [f"terminationGracePeriod: {err}"]
+    return []
+
+
+def _check_log_max(limit: Any) -> list[str]:
+    if limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
+        return []
+    return [f"logMaxBytes: must be a positive integer, got {limit!r}"]
+
+
+def _check_string(path: str, value: Any, hint: str = "") -> str:
+    if not isinstance(value, str):
+        return f"{path}: must be a string, got {_json_type(value)}{hint}"
+    return f"{path}: contains a NUL character" if "\0" in value else ""
+
+
+def _json_type(value: Any) -> str:
+    """Name a Python value by its JSON/YAML type, the words a spec author knows."""
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+# --- /proc: process identity that survives PID reuse ---------------------------
+
+
+@dataclass(frozen=True)
+class _Stat:
+    state: str
+    pgrp: int
+    start_time: int  # clock ticks after boot
+
+
+@dataclass(frozen=True)
+class _Ident:
+    """``pid:<pid>:<start time>:<boot id>``: a process that ever existed, once."""
+
+    pid: int
+    start_time: int
+    boot_id: str
+
+    def format(self) -> str:
+        return f"pid:{self.pid}:{self.start_time}:{self.boot_id}"
+
+    @classmethod
+    def parse(cls, ident: str) -> _Ident:
+        parts = ident.split(":")
+        if len(parts) != 4 or parts[0] != "pid" or not parts[1].isdigit() or not parts[2].isdigit():
+            raise ValueError(f"not a process runner ident: {ident!r}")
+        return cls(int(parts[1]), int(parts[2]), parts[3])
+
+
+def _read_stat(pid: int) -> _Stat | None:
+    """Fields of ``/proc/<pid>/stat``; None if there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return _Stat(fields[0].decode(), int(fields[2]), int(fields[19]))
+
+
+def _start_time(pid: int) -> int:
+    """A fresh child's start time; it is at worst a zombie, since only the pump reaps."""
+    stat = _read_stat(pid)
+    assert stat is not None, f"process {pid} vanished before it was reaped"
+    return stat.start_time
+
+
+@functools.cache
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _group_is_alive(pgid: int, start_time: int) -> bool:
+    """Does a live (non-zombie) member of the group started at ``start_time`` remain?"""
+    leader = _read_stat(pgid)
+    if leader is not None and leader.start_time != start_time:
+        return False  # the PID was recycled, so our group is long gone
+    members = (_read_stat(int(name)) for name in os.listdir("/proc") if name.isdigit())
+    return any(
+        m is not None and m.pgrp == pgid and m.state not in "ZXx" and m.start_time >= start_time for m in members
+    )
