@@ -1,0 +1,40 @@
+"""Persistence for resources and runs: SQLite by default, PostgreSQL to scale.
+
+The only package that imports SQLAlchemy (Core only, never the ORM). Callers
+get plain frozen dataclasses and the ``Store`` methods; nothing above this
+package sees a row, a session or a dialect. Start at ``store.py``.
+"""
+
+from orchestra.store.dispatch import READY
+from orchestra.store.migrations import LATEST_VERSION
+from orchestra.store.models import (
+    ACTIVE,
+    CANCELLED,
+    CANCELLING,
+    COMPLETED,
+    CRASHED,
+    FAILED,
+    MISSED,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SKIPPED,
+    STATES,
+    TERMINAL,
+    TRANSITIONS,
+    NewRun,
+    ResourceWrite,
+    Run,
+    RunEvent,
+    StoredResource,
+    can_transition,
+    effective_paused,
+)
+from orchestra.store.store import Store, open_store
+
+__all__ = [
+    "ACTIVE", "CANCELLED", "CANCELLING", "COMPLETED", "CRASHED", "FAILED", "LATEST_VERSION",
+    "MISSED", "PENDING", "READY", "RUNNING", "SCHEDULED", "SKIPPED", "STATES", "TERMINAL",
+    "TRANSITIONS", "NewRun", "ResourceWrite", "Run", "RunEvent", "Store", "StoredResource",
+    "can_transition", "effective_paused", "open_store",
+]

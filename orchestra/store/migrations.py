@@ -1,0 +1,183 @@
+"""Versioned schema migrations, applied by ``open_store``.
+
+Each step is a plain function that takes a ``Connection`` and changes the
+schema with Core DDL on tables it declares itself. Steps never call
+``metadata.create_all`` on the current model in ``tables.py``: a database made
+by version 1 must reach version N by running steps 2..N, exactly as a fresh
+one does, so each step describes a change, not a destination.
+
+Every step runs in its own write transaction, together with the row that
+records it in ``schema_migrations``. Both dialects have transactional DDL, so
+a failing step leaves nothing behind. Two processes starting at once are
+serialized by the write lock (SQLite) or an advisory lock (PostgreSQL); the
+second re-reads the applied versions under the lock and finds nothing to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    inspect,
+    select,
+)
+
+from orchestra.errors import StoreError
+from orchestra.store.engine import Database
+from orchestra.store.tables import schema_migrations
+from orchestra.store.types import JSONValue, UTCDateTime
+
+_LOCK_NAME = "orchestra:schema_migrations"
+
+
+def _create_resources(conn: Connection) -> None:
+    table = Table(
+        "resources",
+        MetaData(),
+        Column("kind", String(63), primary_key=True),
+        Column("name", String(253), primary_key=True),
+        Column("metadata", JSONValue, nullable=False),
+        Column("spec", JSONValue, nullable=False),
+        Column("source_file", Text),
+        Column("source_line", Integer),
+        Column("content_hash", String(128), nullable=False),
+        Column("generation", Integer, nullable=False),
+        Column("manager", String(16), nullable=False),
+        Column("paused_override", Boolean),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+    table.create(conn)
+
+
+def _create_runs(conn: Connection) -> None:
+    meta = MetaData()
+    runs = Table(
+        "runs",
+        meta,
+        Column("id", String(32), primary_key=True),
+        Column("deployment", String(253), nullable=False),
+        Column("pool", String(253), nullable=False),
+        Column("queue", String(253), nullable=False),
+        Column("idempotency_key", String(512), unique=True),
+        Column("schedule_identity", Text),
+        Column("slot_time", UTCDateTime),
+        Column("trigger", String(32), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("state_reason", Text, nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("max_attempts", Integer, nullable=False),
+        Column("retry_delay_seconds", Float, nullable=False),
+        Column("timeout_seconds", Float),
+        Column("parameters", JSONValue, nullable=False),
+        Column("job_variables", JSONValue, nullable=False),
+        Column("variables_patch", JSONValue),
+        Column("job", JSONValue),
+        Column("worker", String(253)),
+        Column("lease_expires_at", UTCDateTime),
+        Column("runner_ident", Text),
+        Column("exit_code", Integer),
+        Column("scheduled_time", UTCDateTime, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("start_time", UTCDateTime),
+        Column("end_time", UTCDateTime),
+    )
+    events = Table(
+        "run_events",
+        meta,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        Column("time", UTCDateTime, nullable=False),
+        Column("from_state", String(16)),
+        Column("to_state", String(16), nullable=False),
+        Column("reason", Text, nullable=False),
+        Column("attempt", Integer, nullable=False),
+    )
+    runs.create(conn)
+    events.create(conn)
+    c = runs.c
+    # The dispatch query: due runs of a pool in time order.
+    Index("ix_runs_state_pool_scheduled", c.state, c.pool, c.scheduled_time).create(conn)
+    Index("ix_runs_deployment_scheduled", c.deployment, c.scheduled_time).create(conn)
+    Index("ix_runs_worker", c.worker).create(conn)
+    # Listings are newest first; without this every page sorts the whole table.
+    Index("ix_runs_created", c.created_at, c.id).create(conn)
+    Index("ix_run_events_run", events.c.run_id, events.c.id).create(conn)
+
+
+def _create_revisions(conn: Connection) -> None:
+    table = Table(
+        "revisions",
+        MetaData(),
+        Column("name", String(63), primary_key=True),
+        Column("value", BigInteger, nullable=False),
+    )
+    table.create(conn)
+    conn.execute(table.insert().values(name="resources", value=0))
+
+
+class Migration(NamedTuple):
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "create resources", _create_resources),
+    Migration(2, "create runs and run_events", _create_runs),
+    Migration(3, "create revisions", _create_revisions),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def migrate(db: Database) -> int:
+    """Bring the schema to ``LATEST_VERSION``; returns how many steps ran here."""
+    if _current_version(db) == LATEST_VERSION:
+        return 0  # the common case takes no write lock
+    applied = 0
+    for step in MIGRATIONS:
+        with db.write() as conn:
+            db.lock(conn, _LOCK_NAME)
+            schema_migrations.create(conn, checkfirst=True)
+            if _check_version(conn) >= step.version:
+                continue
+            step.apply(conn)
+            conn.execute(
+                schema_migrations.insert().values(
+                    version=step.version, name=step.name, applied_at=datetime.now(UTC)
+                )
+            )
+            applied += 1
+    return applied
+
+
+def _current_version(db: Database) -> int | None:
+    with db.read() as conn:
+        if not inspect(conn).has_table("schema_migrations"):
+            return None
+        return _check_version(conn)
+
+
+def _check_version(conn: Connection) -> int:
+    version = conn.scalar(select(func.max(schema_migrations.c.version))) or 0
+    if version > LATEST_VERSION:
+        raise StoreError(
+            f"database schema version {version} is newer than this orchestra "
+            f"({LATEST_VERSION}); upgrade orchestra"
+        )
+    return version

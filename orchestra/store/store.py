@@ -1,0 +1,189 @@
+"""``Store``: the store's public face, one method per use case.
+
+Each method is one transaction (a read snapshot or a write) around a query
+module (``resources``, ``runs``, ``transitions``, ``claim``); the logic lives
+there. ``open_store`` builds the engine, applies pending migrations and
+returns a ready ``Store``. Timestamps the store writes itself (created_at,
+event times) come from the injected ``clock`` so tests can fix time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from orchestra.store import claim, resources, runs, transitions
+from orchestra.store.engine import Database, default_url, make_engine
+from orchestra.store.migrations import migrate
+from orchestra.store.models import ACTIVE, NewRun, ResourceWrite, Run, RunEvent, StoredResource
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_store(url: str | None = None, *, cwd: Path | None = None, clock: Clock = utc_now) -> Store:
+    """Open (and migrate) the store at ``url``; default: SQLite in ``cwd/.orchestra``."""
+    db = Database(make_engine(url or default_url(cwd)))
+    try:
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return Store(db, clock)
+
+
+class Store:
+    """Resources and runs, persisted. Safe to share between threads."""
+
+    def __init__(self, db: Database, clock: Clock = utc_now) -> None:
+        self._db = db
+        self._clock = clock
+
+    @property
+    def engine(self) -> Engine:
+        """For benchmarks and tests that count statements; not for queries."""
+        return self._db.engine
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- resources ---------------------------------------------------------
+
+    def list_resources(self, kind: str | None = None) -> list[StoredResource]:
+        with self._db.read() as conn:
+            return resources.list_resources(conn, kind)
+
+    def get_resource(self, kind: str, name: str) -> StoredResource:
+        with self._db.read() as conn:
+            return resources.get_resource(conn, kind, name)
+
+    def apply_resources(self, upserts: Sequence[ResourceWrite], deletes: Sequence[tuple[str, str]] = ()) -> None:
+        with self._db.write() as conn:
+            resources.apply_resources(conn, upserts, deletes, self._clock())
+
+    def resource_marker(self) -> int:
+        """Changes whenever any resource does (apply, pause override): compare two
+        markers to know whether re-reading resources is needed."""
+        with self._db.read() as conn:
+            return resources.revision(conn)
+
+    def set_paused_override(self, kind: str, name: str, value: bool | None) -> StoredResource:
+        with self._db.write() as conn:
+            return resources.set_paused_override(conn, kind, name, value, self._clock())
+
+    # -- runs: create and read ----------------------------------------------
+
+    def insert_scheduled_runs(self, new_runs: Sequence[NewRun]) -> int:
+        with self._db.write() as conn:
+            return runs.insert_scheduled_runs(self._db, conn, new_runs, self._clock())
+
+    def create_run(self, new: NewRun) -> Run:
+        with self._db.write() as conn:
+            return runs.create_run(conn, new, self._clock())
+
+    def get_run(self, run_id: str) -> Run:
+        with self._db.read() as conn:
+            return runs.get_run(conn, run_id)
+
+    def list_runs(
+        self,
+        *,
+        deployment: str | None = None,
+        state: str | Collection[str] | None = None,
+        pool: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        before_cursor: str | None = None,
+    ) -> list[Run]:
+        with self._db.read() as conn:
+            return runs.list_runs(
+                conn, deployment=deployment, state=state, pool=pool, since=since,
+                until=until, limit=limit, before_cursor=before_cursor,
+            )
+
+    def events(self, run_id: str) -> list[RunEvent]:
+        with self._db.read() as conn:
+            return runs.events(conn, run_id)
+
+    def active_runs(self, *, pool: str | None = None, worker: str | None = None) -> list[Run]:
+        return self.runs_in_states(ACTIVE, pool=pool, worker=worker)
+
+    def runs_in_states(
+        self,
+        states: str | Collection[str],
+        *,
+        pool: str | None = None,
+        worker: str | None = None,
+        deployment: str | None = None,
+    ) -> list[Run]:
+        with self._db.read() as conn:
+            return runs.runs_in_states(conn, states, pool=pool, worker=worker, deployment=deployment)
+
+    def last_slot(self, deployment: str, schedule_identity: str) -> datetime | None:
+        with self._db.read() as conn:
+            return runs.last_slot(conn, deployment, schedule_identity)
+
+    def last_slots(self) -> dict[tuple[str, str], datetime]:
+        """``last_slot`` for every (deployment, schedule identity) that has one."""
+        with self._db.read() as conn:
+            return runs.last_slots(conn)
+
+    def next_due_time(self, pool: str | None = None) -> datetime | None:
+        with self._db.read() as conn:
+            return runs.next_due_time(conn, pool)
+
+    # -- runs: state changes -------------------------------------------------
+
+    def transition(
+        self, run_id: str, to_state: str, reason: str, *, expect: Collection[str] | None = None, **fields: Any
+    ) -> Run:
+        with self._db.write() as conn:
+            return transitions.transition(
+                conn, run_id, to_state, reason, self._clock(), expect=expect, fields=fields
+            )
+
+    def renew_lease(self, worker: str, run_ids: Collection[str], until: datetime) -> set[str]:
+        with self._db.write() as conn:
+            return transitions.renew_lease(conn, worker, run_ids, until)
+
+    def expired_leases(self, now: datetime) -> list[Run]:
+        with self._db.read() as conn:
+            return transitions.expired_leases(conn, now)
+
+    def delete_future_scheduled(self, deployment: str, keep_identities: Collection[str], now: datetime) -> int:
+        """Withdraw future runs of schedules that are gone (see ``transitions.withdraw_scheduled``)."""
+        with self._db.write() as conn:
+            return transitions.withdraw_scheduled(conn, deployment, keep_identities, now)
+
+    # -- dispatch --------------------------------------------------------------
+
+    def claim_runs(
+        self, pool: str, *, now: datetime, worker: str, max_count: int, lease_seconds: float = 30
+    ) -> list[Run]:
+        with self._db.write() as conn:
+            return claim.claim_runs(
+                self._db, conn, pool, now=now, worker=worker, max_count=max_count,
+                lease_seconds=lease_seconds, event_time=self._clock(),
+            )
+
+    def explain_waiting(self, pool: str, now: datetime, *, limit: int = 1000) -> list[tuple[Run, str]]:
+        with self._db.read() as conn:
+            return claim.explain_waiting(conn, pool, now, limit)
