@@ -339,7 +339,8 @@ def test_withdraw_future_runs_of_removed_schedules(store: Store, clock: FakeCloc
     other = scheduled("other", now + timedelta(hours=1), identity="gone")
     store.insert_scheduled_runs([kept, *removed, past_due, other])
     manual = store.create_run(new_run("etl", now + timedelta(hours=1)))
-    assert store.delete_future_scheduled("etl", {"keep"}, now) == 2
+    # a due run that never started goes too: the spec that owed it is gone
+    assert store.delete_future_scheduled("etl", {"keep"}, now) == 3
     by_key = {r.schedule_identity: r for r in store.list_runs(state="Cancelled")}
     assert set(by_key) == {"gone"}
     cancelled = store.list_runs(state="Cancelled")
@@ -347,9 +348,14 @@ def test_withdraw_future_runs_of_removed_schedules(store: Store, clock: FakeCloc
     assert all(r.idempotency_key is None for r in cancelled)
     assert store.events(cancelled[0].id)[-1].from_state == "Scheduled"
     assert store.get_run(manual.id).state == "Scheduled"
-    assert len(store.list_runs(state="Scheduled")) == 4
+    assert store.get_run(past_due_id(store)).state == "Cancelled"
+    assert len(store.list_runs(state="Scheduled")) == 3
     # The schedule comes back: its slots are owed again and can be inserted anew.
     assert store.insert_scheduled_runs(removed) == 2
+
+
+def past_due_id(store: Store) -> str:
+    return next(r.id for r in store.list_runs(state="Cancelled") if r.scheduled_time < T0)
 
 
 def test_withdraw_everything_of_a_deleted_deployment(store: Store) -> None:
@@ -379,6 +385,8 @@ def test_last_slots_of_every_schedule(store: Store) -> None:
     store.insert_scheduled_runs([scheduled("etl", T0, "b"), scheduled("report", T0 + timedelta(hours=1), "a")])
     store.insert_scheduled_runs([scheduled("etl", T0 + timedelta(hours=5), "b")])
     store.create_run(new_run("etl", T0 + timedelta(days=1)))  # manual: no schedule
+    b_first = next(r for r in store.list_runs(deployment="etl") if r.schedule_identity == "b" and r.slot_time == T0)
+    store.transition(b_first.id, "Pending", "claimed")  # started: withdrawing leaves it alone
     store.delete_future_scheduled("etl", {"a"}, T0 + timedelta(hours=1))  # withdraws b's 5h slot
     assert store.last_slots() == {
         ("etl", "a"): T0 + timedelta(minutes=15), ("etl", "b"): T0, ("report", "a"): T0 + timedelta(hours=1),

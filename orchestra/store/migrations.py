@@ -131,6 +131,16 @@ def _create_revisions(conn: Connection) -> None:
     conn.execute(table.insert().values(name="resources", value=0))
 
 
+def _create_status(conn: Connection) -> None:
+    Table(
+        "status",
+        MetaData(),
+        Column("key", String(63), primary_key=True),
+        Column("value", JSONValue, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    ).create(conn)
+
+
 class Migration(NamedTuple):
     version: int
     name: str
@@ -141,6 +151,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create resources", _create_resources),
     Migration(2, "create runs and run_events", _create_runs),
     Migration(3, "create revisions", _create_revisions),
+    Migration(4, "create status", _create_status),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

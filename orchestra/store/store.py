@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from orchestra.store import claim, resources, runs, transitions
+from orchestra.store import claim, resources, runs, status, transitions
 from orchestra.store.engine import Database, default_url, make_engine
 from orchestra.store.migrations import migrate
 from orchestra.store.models import ACTIVE, NewRun, ResourceWrite, Run, RunEvent, StoredResource
@@ -77,6 +77,20 @@ class Store:
     def apply_resources(self, upserts: Sequence[ResourceWrite], deletes: Sequence[tuple[str, str]] = ()) -> None:
         with self._db.write() as conn:
             resources.apply_resources(conn, upserts, deletes, self._clock())
+
+    def change_marker(self) -> tuple[int, int]:
+        """Changes whenever a resource or a run does: a daemon compares markers to
+        notice, with one cheap read, what other processes (CLI, API) changed."""
+        with self._db.read() as conn:
+            return resources.revision(conn), status.last_event_id(conn)
+
+    def put_status(self, key: str, value: Any) -> None:
+        with self._db.write() as conn:
+            status.put_status(conn, key, value, self._clock())
+
+    def get_status(self, key: str) -> Any | None:
+        with self._db.read() as conn:
+            return status.get_status(conn, key)
 
     def resource_marker(self) -> int:
         """Changes whenever any resource does (apply, pause override): compare two

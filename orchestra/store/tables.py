@@ -102,3 +102,12 @@ revisions = Table(
     Column("name", String(63), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+# Small documents the daemon publishes for others to read (the spec status).
+status = Table(
+    "status",
+    metadata,
+    Column("key", String(63), primary_key=True),
+    Column("value", JSONValue, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -130,7 +130,10 @@ def expired_leases(conn: Connection, now: datetime) -> list[Run]:
 
 
 def withdraw_scheduled(conn: Connection, deployment: str, keep_identities: Collection[str], now: datetime) -> int:
-    """Cancel not-yet-started future runs of schedules not in ``keep_identities``.
+    """Cancel never-started runs of schedules not in ``keep_identities``, due or not.
+
+    A run that waits (pool full, queue paused) for a schedule that was since
+    removed or changed is owed by a spec that no longer exists, so it goes too.
 
     The runs stay, Cancelled with a reason, so every slot remains accounted
     for; their idempotency key is cleared so that, should the schedule come
@@ -138,7 +141,7 @@ def withdraw_scheduled(conn: Connection, deployment: str, keep_identities: Colle
     that never ran. Manual runs (no schedule identity) are left alone.
     """
     conditions = [
-        _C.deployment == deployment, _C.state == SCHEDULED, _C.scheduled_time > now,
+        _C.deployment == deployment, _C.state == SCHEDULED,
         _C.schedule_identity.is_not(None), _C.start_time.is_(None),
     ]
     if keep_identities:

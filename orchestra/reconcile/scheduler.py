@@ -1,0 +1,166 @@
+"""The scheduler: schedules become runs, each slot exactly once.
+
+Called by the daemon loop as ``tick(now)``, which returns when it next needs
+to be called; tests drive it with an injected time. It keeps, in memory, the
+next slot of every active schedule, so a tick with nothing due costs no
+query. When slots fall due it inserts their runs with the idempotency key of
+``scheduling.slot_key``; the store's unique constraint makes a repeated
+insert (a restart, a reload, a second daemon) a no-op. The next slot always
+continues from the last stored slot, never from "now", so downtime is
+accounted for (``reconcile.slots`` decides what runs and what is recorded
+as missed) and a clock stepping back never repeats a slot.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from orchestra.durations import parse_duration
+from orchestra.reconcile.slots import SCHEDULED, MissedRuns, SlotDecision, decide_slots
+from orchestra.scheduling import Schedule, next_slots, parse_schedule, slot_key, slots_between
+from orchestra.store import ACTIVE, CANCELLING, NewRun, Store, StoredResource
+
+log = logging.getLogger("orchestra.scheduler")
+BATCH = 5_000
+
+
+@dataclass
+class Tracked:
+    """One active schedule of one deployment, and where it stands."""
+
+    deployment: StoredResource
+    schedule: Schedule
+    cursor: datetime  # last slot accounted for (UTC)
+    next_slot: datetime | None  # UTC
+
+
+class Scheduler:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.tracked: list[Tracked] = []
+        self._marker: Any = None
+
+    def tick(self, now: datetime) -> datetime | None:
+        """Materialize every slot due at ``now``; return when the next one is due."""
+        marker = self.store.resource_marker()
+        if marker != self._marker:
+            self.reload(now)
+            self._marker = marker
+        for tracked in self.tracked:
+            if tracked.next_slot is not None and tracked.next_slot <= now:
+                self._materialize(tracked, now)
+        return min((t.next_slot for t in self.tracked if t.next_slot), default=None)
+
+    def reload(self, now: datetime) -> None:
+        """Re-read deployments: pick up new and changed schedules, withdraw removed ones."""
+        deployments = self.store.list_resources("Deployment")
+        last = self.store.last_slots()
+        self.tracked = [t for d in deployments for t in self._track(d, last, now)]
+        self._withdraw_removed(deployments, now)
+
+    def _track(self, deployment: StoredResource, last: dict[tuple[str, str], datetime], now: datetime) -> list[Tracked]:
+        tracked = []
+        for raw in deployment.spec.get("schedules") or []:
+            if raw.get("active", True) is False:
+                continue
+            schedule = parse_schedule(raw)
+            # a schedule never run starts owing from when its spec was stored, so a
+            # slot that fell due while no daemon ran is still accounted for
+            cursor = last.get((deployment.name, schedule.identity)) or min(deployment.updated_at, now)
+            tracked.append(Tracked(deployment, schedule, cursor, _next_after(schedule, cursor)))
+        return tracked
+
+    def _withdraw_removed(self, deployments: list[StoredResource], now: datetime) -> None:
+        keep: dict[str, set[str]] = {d.name: set() for d in deployments}
+        for tracked in self.tracked:
+            keep[tracked.deployment.name].add(tracked.schedule.identity)
+        waiting = {r.deployment for r in self.store.runs_in_states({"Scheduled"}) if r.schedule_identity}
+        for name in waiting | set(keep):
+            withdrawn = self.store.delete_future_scheduled(name, keep.get(name, set()), now)
+            if withdrawn:
+                log.info("withdrew %d scheduled run(s) of %s: schedule removed or changed", withdrawn, name)
+
+    def _materialize(self, tracked: Tracked, now: datetime) -> None:
+        slots = slots_between(tracked.schedule, tracked.cursor, now, limit=BATCH)
+        deployment = tracked.deployment
+        decisions = decide_slots(slots, now, MissedRuns.from_spec(deployment.spec), paused=deployment.paused)
+        decisions = self._apply_concurrency(deployment, decisions)
+        new_runs = [self._new_run(tracked, d) for d in decisions]
+        inserted = self.store.insert_scheduled_runs(new_runs) if new_runs else 0
+        for decision in decisions:
+            log.info("%s %s slot %s: %s", deployment.name, decision.state, decision.slot.isoformat(), decision.reason)
+        if slots:
+            tracked.cursor = slots[-1]
+        tracked.next_slot = _next_after(tracked.schedule, tracked.cursor)
+        log.debug("%s: %d slot(s), %d new run(s)", deployment.name, len(slots), inserted)
+
+    def _apply_concurrency(self, deployment: StoredResource, decisions: list[SlotDecision]) -> list[SlotDecision]:
+        """``onLimit: skip`` records a slot Skipped; ``cancel-running`` makes room for it."""
+        concurrency = deployment.spec.get("concurrency")
+        if not concurrency or not any(d.state == SCHEDULED for d in decisions):
+            return decisions
+        limit, on_limit = concurrency["limit"], concurrency.get("onLimit", "enqueue")
+        if on_limit == "enqueue":
+            return decisions
+        busy = self.store.runs_in_states(ACTIVE | {SCHEDULED}, deployment=deployment.name)
+        if on_limit == "cancel-running":
+            self._cancel_for_newer(busy)
+            return decisions
+        return _skip_over_limit(decisions, len(busy), limit)
+
+    def _cancel_for_newer(self, busy: list[Any]) -> None:
+        reason = "cancelled for a newer run (onLimit: cancel-running)"
+        for run in busy:
+            target = "Cancelled" if run.state == SCHEDULED else CANCELLING
+            if run.state != CANCELLING:
+                try:
+                    self.store.transition(run.id, target, reason, expect={run.state})
+                except Exception as exc:  # the run moved on meanwhile; nothing to cancel
+                    log.debug("could not cancel %s: %s", run.id, exc)
+
+    def _new_run(self, tracked: Tracked, decision: SlotDecision) -> NewRun:
+        spec = tracked.deployment.spec
+        retries = spec.get("retries") or {}
+        delay = retries.get("delay")
+        return NewRun(
+            deployment=tracked.deployment.name,
+            pool=spec["pool"],
+            queue=spec.get("queue") or "default",
+            scheduled_time=decision.slot,
+            trigger="schedule",
+            idempotency_key=slot_key(tracked.deployment.name, tracked.schedule, decision.slot),
+            schedule_identity=tracked.schedule.identity,
+            slot_time=decision.slot,
+            state=decision.state,
+            state_reason=decision.reason,
+            max_attempts=int(retries.get("count", 0)) + 1,
+            retry_delay_seconds=parse_duration(delay).total_seconds() if delay is not None else 0.0,
+            timeout_seconds=parse_duration(spec["timeout"]).total_seconds() if spec.get("timeout") else None,
+            parameters={**(spec.get("parameters") or {}), **tracked.schedule.parameters},
+        )
+
+
+def _skip_over_limit(decisions: list[SlotDecision], busy: int, limit: int) -> list[SlotDecision]:
+    result = []
+    for decision in decisions:
+        if decision.state == SCHEDULED and busy >= limit:
+            decision = SlotDecision(decision.slot, "Skipped", f"deployment concurrency {limit} reached (onLimit: skip)")
+        elif decision.state == SCHEDULED:
+            busy += 1
+        result.append(decision)
+    return result
+
+
+def _next_after(schedule: Schedule, cursor: datetime) -> datetime | None:
+    upcoming = next_slots(schedule, cursor, 1)
+    return upcoming[0].astimezone(timezone.utc) if upcoming else None
+
+
+def seconds_until(when: datetime | None, now: datetime, cap: float) -> float:
+    """How long the loop may sleep before ``when`` (never negative, never past ``cap``)."""
+    if when is None:
+        return cap
+    return max(0.0, min(cap, (when - now) / timedelta(seconds=1)))

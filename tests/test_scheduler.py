@@ -1,0 +1,188 @@
+"""The scheduler against a real SQLite store, driven by an injected clock."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+
+from orchestra.reconcile.apply import apply_plan, plan_specs
+from orchestra.reconcile.scheduler import Scheduler
+from orchestra.store import Store, open_store
+from tests.store_fixtures import FakeClock
+
+POOL = "apiVersion: orchestra/v1\nkind: WorkPool\nmetadata: {name: local}\nspec: {type: process}\n"
+T0 = datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC)
+
+
+class World:
+    """A spec directory, a store whose clock the test moves, and a scheduler."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.root = tmp_path / "specs"
+        self.root.mkdir()
+        (self.root / "pool.yaml").write_text(POOL)
+        self.clock = FakeClock(T0)
+        self.store: Store = open_store(f"sqlite:///{tmp_path / 'o.db'}", clock=self.clock)
+        self.scheduler = Scheduler(self.store)
+
+    def deploy(self, spec: str, name: str = "job") -> None:
+        body = textwrap.indent(textwrap.dedent(spec).strip(), "  ")
+        (self.root / f"{name}.yaml").write_text(
+            f"apiVersion: orchestra/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n"
+            f"  command: [echo, hi]\n  pool: local\n{body}\n")
+        apply_plan(self.store, plan_specs(self.store, [self.root], prune=True, now=self.clock()))
+
+    def at(self, when: datetime) -> datetime | None:
+        self.clock.now = when
+        return self.scheduler.tick(when)
+
+    def runs(self, deployment: str = "job") -> list[tuple[str, str]]:
+        found = self.store.list_runs(deployment=deployment, limit=10_000)
+        return sorted((r.slot_time.isoformat() if r.slot_time else "-", r.state) for r in found)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    w = World(tmp_path)
+    yield w
+    w.store.close()
+
+
+def at(hh: int, mm: int, ss: int = 0, day: int = 1) -> datetime:
+    return datetime(2030, 1, day, hh, mm, ss, tzinfo=UTC)
+
+
+def test_due_slots_become_runs_and_tick_says_when_next(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]")
+    assert world.at(at(12, 0, 40)) == at(12, 1)
+    assert world.runs() == []
+    assert world.at(at(12, 1)) == at(12, 2)
+    assert world.runs() == [("2030-01-01T12:01:00+00:00", "Scheduled")]
+    run = world.store.list_runs()[0]
+    assert run.idempotency_key == "job/interval:60s@1970-01-01T00:00:00Z/2030-01-01T12:01:00Z"
+    assert run.trigger == "schedule" and run.scheduled_time == at(12, 1)
+
+
+def test_restart_and_second_scheduler_never_double_a_slot(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]")
+    world.at(at(12, 3))
+    other = Scheduler(world.store)  # a restarted daemon, or a second one
+    other.tick(at(12, 3))
+    world.scheduler = Scheduler(world.store)
+    world.at(at(12, 3, 30))
+    slots = [s for s, _ in world.runs()]
+    assert slots == sorted(set(slots)) and len(slots) == 3
+
+
+def test_downtime_is_accounted_for_by_policy_all(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]\nmissedRuns: {policy: all}")
+    world.at(at(12, 1))
+    world.scheduler = Scheduler(world.store)  # the daemon was down 12:01 .. 12:10
+    world.at(at(12, 10, 5))
+    states = Counter(s for _, s in world.runs())
+    assert states == {"Scheduled": 10}
+
+
+def test_downtime_with_policy_latest_runs_only_the_newest(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]")
+    world.at(at(12, 1))
+    world.scheduler = Scheduler(world.store)
+    world.at(at(12, 5, 1))
+    assert world.runs() == [
+        ("2030-01-01T12:01:00+00:00", "Scheduled"),
+        ("2030-01-01T12:02:00+00:00", "Missed"),
+        ("2030-01-01T12:03:00+00:00", "Missed"),
+        ("2030-01-01T12:04:00+00:00", "Missed"),
+        ("2030-01-01T12:05:00+00:00", "Scheduled"),
+    ]
+
+
+def test_clock_stepping_back_repeats_nothing(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]")
+    world.at(at(12, 5))
+    before = world.runs()
+    world.at(at(12, 2))  # NTP stepped the clock back
+    world.at(at(12, 4))
+    assert world.runs() == before
+    world.at(at(12, 6))
+    assert len(world.runs()) == len(before) + 1
+
+
+def test_paused_deployment_records_slots_as_skipped(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]")
+    world.store.set_paused_override("Deployment", "job", True)
+    world.at(at(12, 2))
+    assert {s for _, s in world.runs()} == {"Skipped"}
+    reasons = {r.state_reason for r in world.store.list_runs()}
+    assert reasons == {"deployment paused"}
+
+
+def test_changed_schedule_withdraws_its_waiting_runs(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]")
+    world.at(at(12, 1))
+    world.deploy("schedules: [{interval: 2m}]")
+    world.at(at(12, 1, 10))
+    runs = world.store.list_runs()
+    assert [(r.state, r.state_reason) for r in runs] == [("Cancelled", "schedule removed or changed")]
+
+
+def test_on_limit_skip_records_the_slot_skipped(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]\nconcurrency: {limit: 1, onLimit: skip}")
+    world.at(at(12, 1))
+    world.at(at(12, 2))  # the 12:01 run still waits
+    assert world.runs() == [("2030-01-01T12:01:00+00:00", "Scheduled"), ("2030-01-01T12:02:00+00:00", "Skipped")]
+
+
+def test_on_limit_cancel_running_makes_room(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]\nconcurrency: {limit: 1, onLimit: cancel-running}")
+    world.at(at(12, 1))
+    world.at(at(12, 2))
+    assert world.runs() == [("2030-01-01T12:01:00+00:00", "Cancelled"), ("2030-01-01T12:02:00+00:00", "Scheduled")]
+
+
+def test_cron_across_dst_with_an_injected_clock(world: World) -> None:
+    world.deploy("schedules: [{cron: '30 2 * * *', timezone: Europe/Berlin}]\nmissedRuns: {policy: all}")
+    world.clock.now = datetime(2030, 3, 29, tzinfo=UTC)
+    world.deploy("schedules: [{cron: '30 2 * * *', timezone: Europe/Berlin}]\nmissedRuns: {policy: all}\ntimeout: 1h")
+    for day in range(29, 32):
+        for hour in range(0, 24):
+            world.at(datetime(2030, 3, day, hour, 59, tzinfo=UTC))
+    # 2030-03-31 is the spring-forward day in Europe: 02:30 does not exist and fires at 03:00 CEST (01:00Z)
+    assert world.runs() == [
+        ("2030-03-29T01:30:00+00:00", "Scheduled"),
+        ("2030-03-30T01:30:00+00:00", "Scheduled"),
+        ("2030-03-31T01:00:00+00:00", "Scheduled"),
+    ]
+
+
+def test_idle_tick_makes_no_queries_beyond_the_marker(world: World) -> None:
+    world.deploy("schedules: [{interval: 1h}]")
+    world.at(at(12, 1))
+    statements: list[str] = []
+
+    def listener(*args: object) -> None:
+        if args[2] != "BEGIN":  # SQLite reads open an explicit transaction
+            statements.append(str(args[2]))
+
+    event.listen(world.store.engine, "before_cursor_execute", listener)
+    try:
+        for second in range(2, 30):
+            world.at(at(12, 1, second))
+    finally:
+        event.remove(world.store.engine, "before_cursor_execute", listener)
+    assert len(statements) == 28 and all("revisions" in s for s in statements)  # one marker read per tick
+
+
+def test_scheduled_runs_carry_the_deployment_policy(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m, parameters: {x: 2}}]\nparameters: {x: 1, y: 1}\n"
+                 "retries: {count: 2, delay: 30s}\ntimeout: 5m")
+    world.at(at(12, 1))
+    run = world.store.list_runs()[0]
+    assert (run.max_attempts, run.retry_delay_seconds, run.timeout_seconds) == (3, 30.0, 300.0)
+    assert run.parameters == {"x": 2, "y": 1}
+    assert timedelta(0) == run.scheduled_time - at(12, 1)
