@@ -102,8 +102,13 @@ _INF = {".inf", ".Inf", ".INF"}
 _NAN = {".nan", ".NaN", ".NAN"}
 
 
+_MAYBE_SPECIAL = frozenset("0123456789+-.~nNtTfF")
+
+
 def resolve_plain(text: str) -> Any:
     """Resolve an untagged plain scalar with the YAML 1.2 core schema."""
+    if text and text[0] not in _MAYBE_SPECIAL:
+        return text  # most scalars are words: skip the pattern checks
     if text in _NULLS:
         return None
     if text in _TRUE:
@@ -143,8 +148,9 @@ class _Builder:
         if self.budget < 0:
             raise self.error(node, "document too large: aliases expand beyond "
                              f"{MAX_NODES_PER_DOCUMENT} nodes (an alias bomb?)")
-        self.doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-        if isinstance(node, ScalarNode):
+        mark = node.start_mark
+        self.doc.positions.setdefault(path, (mark.line + 1, mark.column + 1))
+        if node.__class__ is ScalarNode:
             return self.scalar(node)
         if isinstance(node, SequenceNode):
             self.check_tag(node, "seq")
@@ -183,12 +189,19 @@ class _Builder:
                 first = seen[key].start_mark
                 raise self.error(key_node, f"duplicate key {key!r} (first defined at line {first.line + 1})")
             seen[key] = key_node
-            self.doc.positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = self.build(value_node, path + (key,))
+            child = path + (key,)
+            mark = key_node.start_mark
+            self.doc.positions[child] = (mark.line + 1, mark.column + 1)
+            result[key] = self.build(value_node, child)
         return result
 
-    def merged_pairs(self, node: MappingNode) -> Iterator[tuple[Node, Node]]:
+    def merged_pairs(self, node: MappingNode) -> Iterator[tuple[Node, Node]] | list[tuple[Node, Node]]:
         """Expand ``<<: *anchor`` merge keys; explicit keys win over merged ones."""
+        if not any(_is_merge_key(k) for k, _ in node.value):
+            return node.value
+        return self._with_merges(node)
+
+    def _with_merges(self, node: MappingNode) -> Iterator[tuple[Node, Node]]:
         explicit = [(k, v) for k, v in node.value if not _is_merge_key(k)]
         names = {k.value for k, _ in explicit if isinstance(k, ScalarNode)}
         for key_node, value_node in node.value:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 
 from orchestra.errors import FieldError
 from orchestra.jobs.signature import parameter_schema_from_entrypoint
@@ -38,10 +39,9 @@ def parameter_errors(deployment: Resource) -> Iterator[FieldError]:
     schema = spec.get("parameterSchema")  # derived ones were added by validate.with_derived_parameters
     if schema is None:
         return
-    try:
-        jsonschema.Draft7Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        yield FieldError(("spec", "parameterSchema", *exc.path), f"not a valid JSON Schema: {exc.message}")
+    problem = schema_problem(_freeze(schema))
+    if problem:
+        yield problem
         return
     defaults = spec.get("parameters") or {}
     for error in validate_parameters(schema, defaults, require=False):
@@ -62,9 +62,11 @@ def _blame(error: FieldError, overrides: dict[str, Any], index: int) -> tuple[st
 
 def validate_parameters(schema: dict[str, Any], parameters: dict[str, Any], *, require: bool = True) -> list[FieldError]:
     """Problems of ``parameters`` against ``schema``, each at its path within the parameters."""
-    validator = _validator(_freeze(schema))
+    frozen = _freeze(schema)
+    if _fast_validator(frozen).is_valid(parameters):
+        return []  # the common case; the detailed validator only runs to explain failures
     errors = []
-    for error in validator.iter_errors(parameters):
+    for error in _validator(frozen).iter_errors(parameters):
         if error.validator == "required" and not require:
             continue
         message = error.message
@@ -74,6 +76,21 @@ def validate_parameters(schema: dict[str, Any], parameters: dict[str, Any], *, r
             message = f"unknown parameter: {message}"
         errors.append(FieldError(tuple(error.absolute_path), message))
     return errors
+
+
+@lru_cache(maxsize=4096)
+def schema_problem(frozen: str) -> FieldError | None:
+    """Whether a parameter schema is itself a valid draft-07 schema (checked once per schema)."""
+    try:
+        jsonschema.Draft7Validator.check_schema(json.loads(frozen))
+    except jsonschema.SchemaError as exc:
+        return FieldError(("spec", "parameterSchema", *exc.path), f"not a valid JSON Schema: {exc.message}")
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _fast_validator(frozen: str) -> Any:
+    return jsonschema_rs.Draft7Validator(json.loads(frozen))
 
 
 @lru_cache(maxsize=4096)

@@ -12,6 +12,7 @@ at run time. Every problem is a ``Diagnostic`` pointing at file:line:col.
 from __future__ import annotations
 
 import difflib
+from functools import cache
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -179,7 +180,13 @@ def with_derived_parameters(resource: Resource, pools: dict[str, Resource], root
 
 def pool_template(pool_spec: dict[str, Any]) -> dict[str, Any]:
     """The pool's base job template, or its type's default."""
-    return pool_spec.get("baseJobTemplate") or default_template(pool_spec["type"])
+    return pool_spec.get("baseJobTemplate") or _default_template(pool_spec["type"])
+
+
+@cache
+def _default_template(pool_type: str) -> dict[str, Any]:
+    """Shared, so never mutate it: rendering copies what it changes."""
+    return default_template(pool_type)
 
 
 def _pool_errors(pool: Resource, pools: dict, queues: dict) -> Iterator[FieldError]:

@@ -1,0 +1,129 @@
+"""A real ``orchestra daemon`` subprocess for integration tests, and bounded waits.
+
+Tests talk to it the way a user does: through spec files and the CLI/store.
+Every daemon started here is ended by its pid in the fixture's finalizer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from orchestra.store import Store, open_store
+
+T = TypeVar("T")
+ORCHESTRA = str(Path(sys.executable).parent / "orchestra")
+
+POOL = """\
+apiVersion: orchestra/v1
+kind: WorkPool
+metadata: {name: local}
+spec: {type: process, concurrencyLimit: 4}
+"""
+
+
+def wait_for(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05,
+             message: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def deployment(name: str, spec: str) -> str:
+    lines = "\n".join("  " + line for line in spec.strip().splitlines())
+    return f"apiVersion: orchestra/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  pool: local\n{lines}\n"
+
+
+class DaemonProcess:
+    def __init__(self, workdir: Path, db_url: str, extra: list[str] | None = None) -> None:
+        self.workdir = workdir
+        self.db_url = db_url
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "daemon.log"
+        self.env = {**os.environ, "ORCHESTRA_DB": db_url}
+
+    def start(self) -> DaemonProcess:
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen([ORCHESTRA, "daemon", "specs", *self.extra], cwd=self.workdir, env=self.env,
+                                     stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        handle.close()
+        return self
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([ORCHESTRA, *args], cwd=self.workdir, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "pool.yaml").write_text(POOL)
+    return tmp_path
+
+
+@pytest.fixture
+def daemon_factory(workdir: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    db_url = f"sqlite:///{workdir / 'orchestra.db'}"
+
+    def make(*extra: str) -> DaemonProcess:
+        process = DaemonProcess(workdir, db_url, list(extra))
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.cleanup()
+
+
+@pytest.fixture
+def store(workdir: Path) -> Iterator[Store]:
+    opened = open_store(f"sqlite:///{workdir / 'orchestra.db'}")
+    yield opened
+    opened.close()
+
+
+def runs_json(process: DaemonProcess, *args: str) -> list[dict[str, Any]]:
+    import json
+
+    result = process.cli("get", "runs", "-o", "json", "--limit", "10000", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
