@@ -73,9 +73,15 @@ class DaemonProcess:
         self.proc.kill()
         self.proc.wait(timeout=10)
 
+    def ready(self, timeout: float = 30.0) -> None:
+        """Wait until the daemon has started (signal handlers installed, specs applied)."""
+        wait_for(lambda: "watching" in self.output() or (self.proc and self.proc.poll() is not None),
+                 timeout=timeout, message="daemon start")
+
     def stop(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
+            self.ready()
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
 

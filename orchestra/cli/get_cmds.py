@@ -9,17 +9,12 @@ import click
 
 from orchestra.cli.context import AppContext
 from orchestra.cli.output import emit_data, emit_table, output_option
-from orchestra.store import StoredResource
+from orchestra.cli.run_cmds import RunFilter, show_runs
+from orchestra.reconcile.daemon import SPEC_STATUS
+from orchestra.store import STATES, StoredResource
 
 KIND_BY_NOUN = {"pools": "WorkPool", "pool": "WorkPool", "queues": "WorkQueue", "queue": "WorkQueue",
                 "deployments": "Deployment", "deployment": "Deployment"}
-
-
-def effective_paused(resource: StoredResource) -> bool:
-    """Runtime pause (CLI, API, UI) wins over the spec's ``paused`` while it is set."""
-    if resource.paused_override is not None:
-        return resource.paused_override
-    return bool(resource.spec.get("paused", False))
 
 
 def resource_json(resource: StoredResource) -> dict[str, Any]:
@@ -27,7 +22,7 @@ def resource_json(resource: StoredResource) -> dict[str, Any]:
     if resource.kind == "Deployment":
         data.update(pool=resource.spec["pool"], queue=resource.spec.get("queue") or "default")
     data.update(
-        paused=effective_paused(resource),
+        paused=resource.paused,
         labels=resource.metadata.get("labels") or {},
         source=f"{resource.source_file}:{resource.source_line}" if resource.source_file else None,
         manager=resource.manager,
@@ -44,24 +39,33 @@ def _schedules_cell(spec: dict[str, Any]) -> str:
 
 ROWS: dict[str, tuple[list[str], Callable[[StoredResource], list[Any]]]] = {
     "WorkPool": (["NAME", "TYPE", "LIMIT", "PAUSED", "SOURCE"],
-                 lambda r: [r.name, r.spec["type"], r.spec.get("concurrencyLimit"), effective_paused(r),
+                 lambda r: [r.name, r.spec["type"], r.spec.get("concurrencyLimit"), r.paused,
                             resource_json(r)["source"]]),
     "WorkQueue": (["NAME", "POOL", "PRIORITY", "LIMIT", "PAUSED"],
                   lambda r: [r.name, r.spec["pool"], r.spec.get("priority", 100), r.spec.get("concurrencyLimit"),
-                             effective_paused(r)]),
+                             r.paused]),
     "Deployment": (["NAME", "POOL", "QUEUE", "SCHEDULES", "PAUSED", "SOURCE"],
                    lambda r: [r.name, r.spec["pool"], r.spec.get("queue") or "default", _schedules_cell(r.spec),
-                              effective_paused(r), resource_json(r)["source"]]),
+                              r.paused, resource_json(r)["source"]]),
 }
 
 
 @click.command()
-@click.argument("noun", type=click.Choice(sorted(KIND_BY_NOUN)))
+@click.argument("noun", type=click.Choice(sorted([*KIND_BY_NOUN, "runs", "run"])))
 @click.argument("name", required=False)
+@click.option("--deployment", "-d", help="runs: only of this deployment.")
+@click.option("--state", "-s", "states", multiple=True, type=click.Choice(STATES), help="runs: only in this state.")
+@click.option("--pool", help="runs: only of this pool.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="runs: how many.")
 @output_option()
 @click.pass_obj
-def get(app: AppContext, noun: str, name: str | None, fmt: str) -> None:
-    """List pools, queues or deployments, or show one by NAME."""
+def get(app: AppContext, noun: str, name: str | None, deployment: str | None, states: tuple[str, ...],
+        pool: str | None, limit: int, fmt: str) -> None:
+    """List pools, queues, deployments or runs, or show one by NAME."""
+    if noun in ("runs", "run"):
+        show_runs(app, name, RunFilter(deployment, set(states), pool, limit), fmt)
+        return
+    _warn_about_spec_errors(app)
     kind = KIND_BY_NOUN[noun]
     resources = [app.store.get_resource(kind, name)] if name else app.store.list_resources(kind)
     if fmt != "table":
@@ -73,6 +77,14 @@ def get(app: AppContext, noun: str, name: str | None, fmt: str) -> None:
         return
     columns, row = ROWS[kind]
     emit_table(columns, [row(r) for r in resources])
+
+
+def _warn_about_spec_errors(app: AppContext) -> None:
+    """The daemon keeps the last good state when specs break; say so wherever resources show."""
+    spec_status = app.store.get_status(SPEC_STATUS)
+    if spec_status and not spec_status["ok"]:
+        click.echo(f"Warning: the watched specs have {len(spec_status['errors'])} error(s) since "
+                   f"{spec_status['checkedAt']}; showing the last good state (see: orchestra status).", err=True)
 
 
 def register(group: click.Group) -> None:

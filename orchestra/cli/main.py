@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from orchestra.cli import get_cmds, job_cmds, spec_cmds
+from orchestra.cli import daemon_cmd, get_cmds, job_cmds, run_cmds, spec_cmds
 from orchestra.cli.context import AppContext
 from orchestra.diagnostics import SpecError
 from orchestra.errors import OrchestraError
@@ -35,7 +35,7 @@ def cli(ctx: click.Context, db: str | None) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (spec_cmds, get_cmds, job_cmds):
+for module in (spec_cmds, get_cmds, job_cmds, run_cmds, daemon_cmd):
     module.register(cli)
 
 

@@ -130,7 +130,9 @@ class Daemon:
         waits = [self.scheduler.tick(now)]
         if self.worker:
             waits.append(self.worker.step(now))
-        waits.append(self.store.next_due_time())
+        due = self.store.next_due_time()
+        if due is not None and due > now:  # a due run held back by a limit must not make the loop spin
+            waits.append(due)
         when = min((w for w in waits if w is not None), default=None)
         return min(seconds_until(when, self.clock(), self.settings.poll_interval), self._spec_wait())
 

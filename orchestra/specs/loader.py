@@ -257,6 +257,8 @@ def load_text(text: str, file: str) -> list[Document]:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = f"invalid YAML: {exc.problem or exc.context}"
+        if exc.context and exc.context_mark and exc.problem and exc.context_mark.line + 1 != line:
+            message += f" ({exc.context} started at line {exc.context_mark.line + 1})"
         raise LoadError(Diagnostic(file, line, col, None, None, message)) from None
     except yaml.YAMLError as exc:
         raise LoadError(Diagnostic(file, 1, 1, None, None, f"invalid YAML: {exc}")) from None

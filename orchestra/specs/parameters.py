@@ -53,6 +53,34 @@ def parameter_errors(deployment: Resource) -> Iterator[FieldError]:
             yield FieldError(("spec", *blame, *error.path), error.message + f" (in schedules[{index}])")
 
 
+_SAMPLES: dict[str, Any] = {"string": "x", "integer": 0, "number": 0, "boolean": False, "array": [], "object": {},
+                            "null": None}
+
+
+def trial_parameters(spec: dict[str, Any]) -> dict[str, Any]:
+    """Defaults, plus a sample value for each declared parameter without one.
+
+    A parameter a person must give at run time still has to render (its
+    placeholder must name a declared parameter); the trial render uses a
+    value of the declared type in its place.
+    """
+    parameters = dict(spec.get("parameters") or {})
+    properties = (spec.get("parameterSchema") or {}).get("properties") or {}
+    for name, schema in properties.items():
+        if name not in parameters and isinstance(schema, dict):
+            parameters[name] = _sample(schema)
+    return parameters
+
+
+def _sample(schema: dict[str, Any]) -> Any:
+    if "default" in schema:
+        return schema["default"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type", "string")
+    return _SAMPLES.get(kind[0] if isinstance(kind, list) else kind, "x")
+
+
 def _blame(error: FieldError, overrides: dict[str, Any], index: int) -> tuple[str | int, ...]:
     """Point at the schedule's parameters if the bad value came from there."""
     if not error.path:

@@ -26,7 +26,7 @@ from orchestra.jobs.template import check_template, render_errors
 from orchestra.scheduling import parse_schedule
 from orchestra.specs.loader import Document, LoadError, load_text, spec_files
 from orchestra.specs.model import API_VERSION, Resource, diagnostic_at, resource_label, to_resource
-from orchestra.specs.parameters import deployment_parameter_schema, parameter_errors
+from orchestra.specs.parameters import deployment_parameter_schema, parameter_errors, trial_parameters
 from orchestra.specs.schema import KINDS, schema_errors
 
 
@@ -211,7 +211,8 @@ def _deployment_errors(deployment: Resource, pools: dict, queues: dict) -> list[
     pool = pools[spec["pool"]]
     errors += [*_queue_reference(spec, queues), *parameter_errors(deployment)]
     if not errors:  # a trial render only makes sense once the inputs are sound
-        errors += render_errors(pool_template(pool.spec), deployment.as_document())
+        errors += render_errors(pool_template(pool.spec), deployment.as_document(),
+                                parameters=trial_parameters(spec))
     return errors
 
 

@@ -1,0 +1,284 @@
+"""The daemon's in-process worker: claims runs of its pools, launches them, supervises them.
+
+``orchestra daemon`` builds one ``LocalWorker`` (``cli/daemon_cmd.py``) and its
+loop (``reconcile/daemon.py``) calls ``recover`` once, ``step(now)`` on every
+pass and ``shutdown`` at the end. A step never blocks: it polls the handles
+of the jobs it runs, reads the store, and leaves every wait to small threads
+(``supervision``) that wake the loop through ``on_change`` when a job ends.
+Time is injected (``now``), so tests drive the worker pass by pass.
+
+A step, in order: record jobs that ended (with retries), stop jobs whose run
+is being cancelled, stop jobs past their timeout, renew leases (and drop jobs
+whose lease another daemon revoked), recover orphans of dead workers, claim
+and start due runs. Starting is in ``launching``, recovering in
+``recovery``, the decisions in ``outcomes``; this module sequences them and
+holds the in-memory state: the jobs it started, by run id.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from orchestra.errors import NotFound
+from orchestra.runners.base import Runner
+from orchestra.store import ACTIVE, CANCELLED, CANCELLING, RUNNING, Run, Store
+from orchestra.workers.identity import worker_identity
+from orchestra.workers.launching import Launcher
+from orchestra.workers.outcomes import (
+    CANCEL,
+    CANCELLED_BY_REQUEST,
+    SHUTDOWN,
+    SHUTTING_DOWN,
+    TIMEOUT,
+    finish_outcome,
+    label,
+    seconds_text,
+)
+from orchestra.workers.recovery import recover_runs
+from orchestra.workers.reporting import finish, move, note
+from orchestra.workers.supervision import Supervised, request_stop, watch_end
+
+__all__ = ["LocalWorker", "worker_identity"]
+
+log = logging.getLogger("orchestra.worker")
+
+CLAIM_BATCH = 50  # runs claimed per pool per step; a full batch asks for another step at once
+CANCEL_POLL = 1.0  # seconds: how soon a cancel made by another process is noticed while jobs run
+BLOCKED_POLL = 1.0  # seconds: recheck due runs held back by a limit someone else may free
+STOP_JOIN_MARGIN = 5.0  # seconds a stopper may take beyond its grace (SIGKILL, output drain)
+
+
+class LocalWorker:
+    """In-process worker: claims runs of its pools, launches them through a Runner, supervises them."""
+
+    def __init__(self, store: Store, *, runners: Mapping[str, Runner], pools: Collection[str] | None = None,
+                 worker_id: str, log_dir: Path, python: str = sys.executable, lease_seconds: float = 30.0,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.runners = dict(runners)
+        self.pools = None if pools is None else frozenset(pools)
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.on_change = on_change  # public: the daemon sets it once it exists
+        self._launcher = Launcher(store, worker_id, Path(log_dir), python)
+        self._jobs: dict[str, Supervised] = {}
+        self._next_renewal: datetime | None = None
+        self._next_orphan_check: datetime | None = None
+        self._ended = threading.Event()
+        self._closing = False
+        self._warned: set[str] = set()
+
+    def log_path(self, run_id: str) -> Path:
+        return self._launcher.log_path(run_id)
+
+    # -- the daemon's calls ---------------------------------------------------------
+
+    def recover(self, now: datetime) -> list[str]:
+        """Move on the runs dead workers left active (see ``recovery``); their ids."""
+        runs = [run for run in self.store.active_runs() if run.id not in self._jobs]
+        return recover_runs(self.store, self.runners, runs, now)
+
+    def step(self, now: datetime) -> datetime | None:
+        """One pass (see the module docstring); when the next pass is needed, None if never."""
+        self._supervise(now)
+        waits: list[datetime] = []
+        if not self._closing:
+            self._recover_expired(now)
+            for pool, runner in self._served_pools():
+                waits += self._claim_and_start(pool, runner, now)
+        waits += self._supervision_wakeups(now)
+        return min(waits, default=None)
+
+    def shutdown(self, grace: float, now_fn: Callable[[], datetime]) -> None:
+        """Stop claiming; give running jobs ``grace`` seconds to end, then cancel the rest."""
+        self._closing = True
+        deadline = time.monotonic() + grace
+        while self._jobs and (left := deadline - time.monotonic()) > 0:
+            self._ended.clear()  # before polling: an end after the poll sets it again
+            self._supervise(now_fn())
+            if self._jobs:
+                self._ended.wait(min(left, CANCEL_POLL))
+        if self._jobs:
+            self._cancel_all(now_fn)
+
+    # -- supervision ----------------------------------------------------------------
+
+    def _supervise(self, now: datetime) -> None:
+        """Steps 1-4 of a pass: everything about the jobs already running."""
+        self._record_ended(now)
+        self._handle_cancels(now)
+        self._enforce_timeouts(now)
+        self._renew_leases(now)
+
+    def _record_ended(self, now: datetime) -> None:
+        for run_id, entry in list(self._jobs.items()):
+            code = entry.handle.poll()
+            if code is not None:
+                self._record_exit(entry, code, now)
+                del self._jobs[run_id]  # only once recorded: a store error retries on the next pass
+
+    def _record_exit(self, entry: Supervised, code: int, now: datetime) -> None:
+        """Record the attempt's outcome, re-deciding if the run changed meanwhile (a cancel)."""
+        for _ in range(3):
+            current = self._still_ours(entry, code)
+            if current is None:
+                return
+            outcome, reason = finish_outcome(current.state, code, entry.stop, current.timeout_seconds)
+            moved = finish(self.store, current, outcome, reason, now, exit_code=code)
+            if moved is not None:
+                attempt = f"attempt {current.attempt} of {current.max_attempts}"
+                note(entry.log_path, f"{attempt} ended: {moved.state_reason}")
+                return
+        log.warning("%s: kept changing while its end (code %s) was recorded; left to recovery",
+                    label(entry.run), code)
+
+    def _still_ours(self, entry: Supervised, code: int) -> Run | None:
+        """The run as stored, if it is still this attempt under this worker."""
+        try:
+            current = self.store.get_run(entry.run.id)
+        except NotFound:
+            current = None
+        if (current is not None and current.state in ACTIVE and current.worker == self.worker_id
+                and current.attempt == entry.run.attempt):
+            return current
+        log.warning("%s: job ended (code %s) but the run is no longer this worker's attempt; not recorded",
+                    label(entry.run), code)
+        return None
+
+    def _handle_cancels(self, now: datetime) -> None:
+        """Stop the jobs of runs someone asked to cancel; finish cancels of runs without a job."""
+        for run in self.store.runs_in_states(CANCELLING, worker=self.worker_id):
+            entry = self._jobs.get(run.id)
+            if entry is None:
+                move(self.store, run, CANCELLED, CANCELLED_BY_REQUEST, end_time=now)
+            elif entry.stop is None:
+                log.info("%s: cancel requested; stopping its job (grace %s)", label(run),
+                         seconds_text(entry.grace))
+                request_stop(entry, CANCEL)
+
+    def _enforce_timeouts(self, now: datetime) -> None:
+        for entry in self._jobs.values():
+            deadline = entry.deadline
+            if entry.stop is None and deadline is not None and deadline <= now:
+                log.info("%s: timeout of %s reached; stopping its job (grace %s)", label(entry.run),
+                         seconds_text(entry.run.timeout_seconds or 0), seconds_text(entry.grace))
+                request_stop(entry, TIMEOUT)
+
+    def _renew_leases(self, now: datetime) -> None:
+        """Every lease/3: extend our leases; a job whose lease was revoked is killed and forgotten."""
+        if not self._jobs:
+            self._next_renewal = None
+            return
+        if self._next_renewal is not None and now < self._next_renewal:
+            return
+        until = now + timedelta(seconds=self.lease_seconds)
+        kept = self.store.renew_lease(self.worker_id, list(self._jobs), until)
+        for run_id in set(self._jobs) - kept:
+            entry = self._jobs.pop(run_id)
+            log.warning("%s: lease lost (the run was recovered or changed elsewhere); killing its job",
+                        label(entry.run))
+            entry.handle.kill()
+        self._next_renewal = now + timedelta(seconds=self.lease_seconds / 3)
+
+    def _supervision_wakeups(self, now: datetime) -> list[datetime]:
+        """When running jobs next need a pass: a timeout, a lease renewal, a cancel check."""
+        if not self._jobs:
+            return []
+        waits = [now + timedelta(seconds=CANCEL_POLL)]
+        if self._next_renewal is not None:
+            waits.append(self._next_renewal)
+        waits += [e.deadline for e in self._jobs.values() if e.stop is None and e.deadline is not None]
+        return waits
+
+    # -- orphans, claims, starts ------------------------------------------------------
+
+    def _recover_expired(self, now: datetime) -> None:
+        """Every lease/3: recover runs whose worker stopped renewing its lease."""
+        if self._next_orphan_check is not None and now < self._next_orphan_check:
+            return
+        self._next_orphan_check = now + timedelta(seconds=self.lease_seconds / 3)
+        expired = [run for run in self.store.expired_leases(now) if run.id not in self._jobs]
+        recover_runs(self.store, self.runners, expired, now)
+
+    def _served_pools(self) -> list[tuple[str, Runner]]:
+        """(pool, runner) for every pool this worker serves that exists and has a runner."""
+        pools = self.store.list_resources("WorkPool")
+        if self.pools is not None:
+            pools = [p for p in pools if p.name in self.pools]
+            for name in sorted(self.pools - {p.name for p in pools}):
+                self._warn_once(name, f"pool {name!r} does not exist (yet); its runs start once it does")
+        served = []
+        for pool in pools:
+            runner = self.runners.get(pool.spec.get("type", ""))
+            if runner is not None:
+                served.append((pool.name, runner))
+            elif self.pools is not None:  # named on purpose, so say why nothing happens
+                self._warn_once(pool.name, f"pool {pool.name!r} is of type {pool.spec.get('type')!r}, "
+                                           "which this worker cannot run; its runs wait for another worker")
+        return served
+
+    def _claim_and_start(self, pool: str, runner: Runner, now: datetime) -> list[datetime]:
+        """Claim due runs of ``pool`` (the store applies limits and pauses) and start them;
+        returns when the pool next needs a pass."""
+        due = self.store.next_due_time(pool)
+        if due is None or due > now:
+            return [due] if due else []
+        claimed = self.store.claim_runs(pool, now=now, worker=self.worker_id, max_count=CLAIM_BATCH,
+                                        lease_seconds=self.lease_seconds)
+        for run in claimed:
+            log.info("%s: Scheduled -> Pending (%s)", label(run), run.state_reason)
+            self._start(run, runner, now)
+        if len(claimed) == CLAIM_BATCH:
+            return [now]  # there may be more, and room for them
+        due = self.store.next_due_time(pool)
+        if due is None:
+            return []
+        # Due but not claimed: held back by a limit or a pause. A job of ours ending
+        # wakes us anyway; the poll covers limits freed by other workers.
+        return [due if due > now else now + timedelta(seconds=BLOCKED_POLL)]
+
+    def _start(self, run: Run, runner: Runner, now: datetime) -> None:
+        entry = self._launcher.launch(run, runner, now)
+        if entry is None:
+            return
+        self._jobs[run.id] = entry
+        if self._next_renewal is None:
+            self._next_renewal = now + timedelta(seconds=self.lease_seconds / 3)
+        watch_end(entry, self._job_ended)
+        if entry.run.state == CANCELLING:  # cancelled while it started
+            request_stop(entry, CANCEL)
+
+    def _job_ended(self) -> None:
+        """Called from a waiter thread: wake whoever waits for the next pass."""
+        self._ended.set()
+        try:
+            self.on_change()
+        except Exception:
+            log.exception("on_change callback failed")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def _cancel_all(self, now_fn: Callable[[], datetime]) -> None:
+        """Grace is over: cancel every job still running and record it Cancelled."""
+        for entry in self._jobs.values():
+            if entry.stop is None:  # jobs already stopping (cancel, timeout) keep their reason
+                moved = move(self.store, entry.run, CANCELLING, SHUTTING_DOWN, expect={RUNNING})
+                entry.run = moved or entry.run
+                request_stop(entry, SHUTDOWN)
+        for entry in list(self._jobs.values()):
+            if entry.stopper is not None:
+                entry.stopper.join(entry.grace + STOP_JOIN_MARGIN)
+        self._record_ended(now_fn())
+        for entry in self._jobs.values():
+            log.warning("%s: job did not end after SIGKILL; left for recovery", label(entry.run))
