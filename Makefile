@@ -18,15 +18,16 @@ demo: $(STAMP)
 	$(BIN)/orchestra validate specs/
 	$(BIN)/orchestra plan specs/
 	$(BIN)/orchestra apply specs/
-	$(BIN)/orchestra get pools
-	$(BIN)/orchestra get queues
 	$(BIN)/orchestra get deployments
+	@echo "Starting the daemon on specs/ (Ctrl-C stops it). In another shell: . .venv/bin/activate; orchestra get runs"
+	$(BIN)/orchestra daemon specs/
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_plan.py
+	$(BIN)/python bench/bench_daemon.py
 
 clean:
 	rm -rf $(VENV) .orchestra

@@ -30,6 +30,7 @@ from orchestra.store import Store
 
 log = logging.getLogger("orchestra.daemon")
 SPEC_STATUS = "spec_status"
+ERROR_BACKOFF = 1.0
 
 
 class Worker(Protocol):
@@ -99,21 +100,25 @@ class Daemon:
     # -- the loop ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Apply the specs, recover what a previous daemon left, start watching."""
+        """Start watching, apply the specs, recover what a previous daemon left.
+
+        Watching starts first so that an edit made while the first apply runs
+        is not lost until the next resync.
+        """
+        if self.watcher:
+            self.watcher.start()
         self.reload_specs()
         if self.worker:
             recovered = self.worker.recover(self.clock())
             if recovered:
                 log.info("recovered %d run(s) left by a previous daemon", len(recovered))
-        if self.watcher:
-            self.watcher.start()
 
     def serve(self) -> None:
         """Run until ``stop()``; then stop claiming and let running jobs finish or cancel them."""
         self.start()
         try:
             while not self._stop.is_set():
-                self._wake.wait(self.run_once())
+                self._wake.wait(self._guarded_pass())
                 self._wake.clear()
         finally:
             if self.watcher:
@@ -122,6 +127,15 @@ class Daemon:
                 log.info("stopping: no new runs; waiting up to %.0fs for running jobs", self.settings.shutdown_grace)
                 self.worker.shutdown(self.settings.shutdown_grace, self.clock)
             log.info("stopped")
+
+    def _guarded_pass(self) -> float:
+        """A failing pass (store unreachable, a bug) is logged and retried; it never ends the daemon."""
+        try:
+            return self.run_once()
+        except Exception:
+            log.exception("reconcile pass failed; retrying in %.0fs", ERROR_BACKOFF)
+            self.scheduler.invalidate()
+            return ERROR_BACKOFF
 
     def run_once(self) -> float:
         """One level-based pass; returns how long the loop may sleep."""

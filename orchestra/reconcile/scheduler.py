@@ -49,10 +49,14 @@ class Scheduler:
         if marker != self._marker:
             self.reload(now)
             self._marker = marker
-        for tracked in self.tracked:
-            if tracked.next_slot is not None and tracked.next_slot <= now:
-                self._materialize(tracked, now)
+        due = [t for t in self.tracked if t.next_slot is not None and t.next_slot <= now]
+        if due:
+            self._materialize(due, now)
         return min((t.next_slot for t in self.tracked if t.next_slot), default=None)
+
+    def invalidate(self) -> None:
+        """Forget what is in memory; the next tick re-reads the store (after an error)."""
+        self._marker = None
 
     def reload(self, now: datetime) -> None:
         """Re-read deployments: pick up new and changed schedules, withdraw removed ones."""
@@ -83,19 +87,24 @@ class Scheduler:
             if withdrawn:
                 log.info("withdrew %d scheduled run(s) of %s: schedule removed or changed", withdrawn, name)
 
-    def _materialize(self, tracked: Tracked, now: datetime) -> None:
-        slots = slots_between(tracked.schedule, tracked.cursor, now, limit=BATCH)
-        deployment = tracked.deployment
-        decisions = decide_slots(slots, now, MissedRuns.from_spec(deployment.spec), paused=deployment.paused)
-        decisions = self._apply_concurrency(deployment, decisions)
-        new_runs = [self._new_run(tracked, d) for d in decisions]
-        inserted = self.store.insert_scheduled_runs(new_runs) if new_runs else 0
-        for decision in decisions:
-            log.info("%s %s slot %s: %s", deployment.name, decision.state, decision.slot.isoformat(), decision.reason)
-        if slots:
-            tracked.cursor = slots[-1]
-        tracked.next_slot = _next_after(tracked.schedule, tracked.cursor)
-        log.debug("%s: %d slot(s), %d new run(s)", deployment.name, len(slots), inserted)
+    def _materialize(self, due: list[Tracked], now: datetime) -> None:
+        """Insert the runs of every due schedule in one transaction: a cron boundary
+        shared by many deployments costs one write, not one per deployment."""
+        new_runs: list[NewRun] = []
+        for tracked in due:
+            slots = slots_between(tracked.schedule, tracked.cursor, now, limit=BATCH)
+            deployment = tracked.deployment
+            decisions = decide_slots(slots, now, MissedRuns.from_spec(deployment.spec), paused=deployment.paused)
+            decisions = self._apply_concurrency(deployment, decisions)
+            new_runs += [self._new_run(tracked, d) for d in decisions]
+            for decision in decisions:
+                log.info("%s: slot %s %s (%s)", deployment.name, decision.slot.isoformat(), decision.state,
+                         decision.reason)
+            if slots:
+                tracked.cursor = slots[-1]
+            tracked.next_slot = _next_after(tracked.schedule, tracked.cursor)
+        if new_runs:
+            self.store.insert_scheduled_runs(new_runs)
 
     def _apply_concurrency(self, deployment: StoredResource, decisions: list[SlotDecision]) -> list[SlotDecision]:
         """``onLimit: skip`` records a slot Skipped; ``cancel-running`` makes room for it."""

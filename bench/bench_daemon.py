@@ -1,0 +1,170 @@
+"""Benchmark the daemon as a real process (issue figures, printed, never asserted).
+
+(a) 200 runs due at the same boundary in one pool of concurrency 8: how long
+    after the boundary the first starts, and how fast the batch drains beside
+    a bare subprocess loop running the same command at the same concurrency,
+    measured in the same run;
+(b) an idle daemon with 1,000 deployments: CPU share and resident memory;
+(c) a spec edit: time from the file's rename into place until the store has it.
+
+    .venv/bin/python bench/bench_daemon.py [--runs 200] [--idle-deployments 1000] [--idle-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from orchestra.store import open_store
+
+ORCHESTRA = str(Path(sys.executable).parent / "orchestra")
+POOL = "apiVersion: orchestra/v1\nkind: WorkPool\nmetadata: {name: local}\nspec: {type: process, concurrencyLimit: 8}\n"
+COMMAND = ["true"]
+
+
+def deployment(name: str, schedule: str, extra: str = "") -> str:
+    return (f"---\napiVersion: orchestra/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n"
+            f"  command: {COMMAND!r}\n  pool: local\n  schedules: [{schedule}]\n{extra}")
+
+
+class Daemon:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.db = f"sqlite:///{root / 'orchestra.db'}"
+        env = {**os.environ, "ORCHESTRA_DB": self.db}
+        self.log = (root / "daemon.log").open("wb")
+        self.proc = subprocess.Popen([ORCHESTRA, "daemon", "specs", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "WARNING")], cwd=root, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_applied(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        with open_store(self.db) as store:
+            while time.monotonic() < deadline:
+                status = store.get_status("spec_status")
+                if status and status.get("ok") and status.get("resources") == count:
+                    return
+                time.sleep(0.1)
+        raise SystemExit("the daemon did not apply the specs in time")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def bare_loop(count: int, concurrency: int) -> float:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda _: subprocess.run(COMMAND, check=True), range(count)))
+    return time.perf_counter() - start
+
+
+def burst(count: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "specs").mkdir()
+        boundary = (datetime.now(UTC) + timedelta(seconds=12)).replace(microsecond=0)
+        anchor = boundary.isoformat().replace("+00:00", "Z")
+        docs = [deployment(f"job-{i}", f"{{interval: 1h, anchor: '{anchor}'}}") for i in range(count)]
+        (root / "specs" / "pool.yaml").write_text(POOL)
+        (root / "specs" / "jobs.yaml").write_text("".join(docs))
+        daemon = Daemon(root)
+        daemon.wait_applied(count + 1)
+        with open_store(daemon.db) as store:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                done = store.list_runs(state="Completed", limit=count + 10)
+                if len(done) >= count:
+                    break
+                time.sleep(0.2)
+            runs = store.list_runs(limit=count + 10)
+            starts = sorted(e.time for r in runs for e in store.events(r.id) if e.to_state == "Running")
+            ends = sorted(r.end_time for r in runs if r.end_time)
+        daemon.stop()
+    first = (starts[0] - boundary).total_seconds() * 1000
+    drain = (ends[-1] - boundary).total_seconds()
+    baseline = bare_loop(count, 8)
+    print(f"(a) {count} runs due at one boundary, pool concurrency 8:")
+    print(f"    first run started {first:.0f} ms after the boundary (target < 50 ms)")
+    print(f"    batch drained in {drain:.2f} s = {count / drain:.1f} runs/s; bare subprocess loop "
+          f"{baseline:.2f} s = {count / baseline:.1f} runs/s; ratio {baseline / drain:.2f} (target >= 0.5)")
+
+
+def idle(count: int, seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "specs").mkdir()
+        (root / "specs" / "pool.yaml").write_text(POOL)
+        for chunk in range(0, count, 50):
+            docs = [deployment(f"d-{i}", f"{{cron: '{i % 60} {i % 24} * * *', timezone: Europe/Berlin}}")
+                    for i in range(chunk, min(chunk + 50, count))]
+            (root / "specs" / f"d{chunk:05d}.yaml").write_text("".join(docs))
+        daemon = Daemon(root)
+        daemon.wait_applied(count + 1)
+        time.sleep(2)
+        cpu0, wall0 = _cpu_seconds(daemon.proc.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu = _cpu_seconds(daemon.proc.pid) - cpu0
+        wall = time.monotonic() - wall0
+        rss = _rss_mb(daemon.proc.pid)
+        edits = _edit_latencies(root, daemon)
+        daemon.stop()
+    print(f"(b) idle daemon with {count} deployments over {wall:.0f} s: CPU {100 * cpu / wall:.2f} % "
+          f"(target < 1 %), RSS {rss:.0f} MB (target < 150 MB)")
+    print(f"(c) spec edit applied after: median {statistics.median(edits) * 1000:.0f} ms, "
+          f"max {max(edits) * 1000:.0f} ms over {len(edits)} edits (target < 1 s)")
+
+
+def _edit_latencies(root: Path, daemon: Daemon) -> list[float]:
+    latencies = []
+    target = root / "specs" / "d00000.yaml"
+    with open_store(daemon.db) as store:
+        for value in range(5):
+            text = re.sub(r"command: \[[^]]*\]", f"command: ['true', '{value}']", target.read_text(), count=1)
+            tmp = target.with_name(".d00000.yaml.tmp")
+            tmp.write_text(text)
+            saved = time.monotonic()
+            tmp.rename(target)
+            while store.get_resource("Deployment", "d-0").spec["command"] != ["true", str(value)]:
+                if time.monotonic() - saved > 30:
+                    raise SystemExit("edit not applied within 30 s")
+                time.sleep(0.005)
+            latencies.append(time.monotonic() - saved)
+            time.sleep(0.5)
+    return latencies
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--idle-deployments", type=int, default=1000)
+    parser.add_argument("--idle-seconds", type=float, default=20)
+    args = parser.parse_args()
+    burst(args.runs)
+    idle(args.idle_deployments, args.idle_seconds)
+
+
+if __name__ == "__main__":
+    main()
