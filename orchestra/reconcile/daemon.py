@@ -25,7 +25,7 @@ from orchestra.diagnostics import SpecError
 from orchestra.reconcile.apply import apply_plan, plan_specs
 from orchestra.reconcile.scheduler import Scheduler, seconds_until
 from orchestra.reconcile.watch import Fingerprint, SpecWatcher, fingerprint
-from orchestra.specs.validate import load_specs
+from orchestra.specs.validate import ParseCache, load_specs
 from orchestra.store import Store
 
 log = logging.getLogger("orchestra.daemon")
@@ -75,11 +75,16 @@ class Daemon:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._marker: Any = None
+        self._parse_cache = ParseCache()
+        self._deadline: datetime | None = None
+        self._forced = True
         self.watcher = SpecWatcher(settings.paths, self.spec_changed) if settings.watch else None
 
     # -- signals from other threads -------------------------------------------
 
     def wake(self) -> None:
+        """Something happened that the store does not show yet (a job ended): do a full pass."""
+        self._forced = True
         self._wake.set()
 
     def spec_changed(self) -> None:
@@ -138,17 +143,29 @@ class Daemon:
             return ERROR_BACKOFF
 
     def run_once(self) -> float:
-        """One level-based pass; returns how long the loop may sleep."""
+        """One level-based pass; returns how long the loop may sleep.
+
+        The full pass (scheduler, worker, due runs) only happens when something
+        can have changed: the store's change marker moved (this daemon's own
+        writes or another process's), a deadline passed, or a job ended (the
+        worker wakes us). Otherwise a pass costs one small read.
+        """
         self._maybe_reload_specs()
         now = self.clock()
+        marker = self.store.change_marker()
+        quiet = marker == self._marker and (self._deadline is None or now < self._deadline)
+        if quiet and not self._forced:
+            return min(seconds_until(self._deadline, now, self.settings.poll_interval), self._spec_wait())
+        self._forced = False
+        self._marker = marker  # read before the pass: its own writes cause one more, quiet, pass
         waits = [self.scheduler.tick(now)]
         if self.worker:
             waits.append(self.worker.step(now))
         due = self.store.next_due_time()
         if due is not None and due > now:  # a due run held back by a limit must not make the loop spin
             waits.append(due)
-        when = min((w for w in waits if w is not None), default=None)
-        return min(seconds_until(when, self.clock(), self.settings.poll_interval), self._spec_wait())
+        self._deadline = min((w for w in waits if w is not None), default=None)
+        return min(seconds_until(self._deadline, self.clock(), self.settings.poll_interval), self._spec_wait())
 
     def _spec_wait(self) -> float:
         if self.specs.dirty_since is None:
@@ -172,7 +189,7 @@ class Daemon:
     def reload_specs(self) -> bool:
         """Apply the spec tree if it is valid; otherwise keep the last good state and say why."""
         before = fingerprint(self.settings.paths)
-        specs = load_specs(self.settings.paths)
+        specs = load_specs(self.settings.paths, cache=self._parse_cache)
         self.specs.applied = before
         self.specs.last_resync = time.monotonic()
         if not specs.ok:

@@ -12,6 +12,7 @@ at run time. Every problem is a ``Diagnostic`` pointing at file:line:col.
 from __future__ import annotations
 
 import difflib
+import hashlib
 from functools import cache
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -52,13 +53,30 @@ def spec_root(paths: list[Path]) -> Path:
     return first if first.is_dir() else first.parent
 
 
-def load_specs(paths: list[Path], *, texts: dict[str, str] | None = None) -> SpecSet:
-    """Read and fully validate every spec file under ``paths``.
+class ParseCache:
+    """Parsed documents of each file, by content hash.
 
-    ``texts`` lets a caller that already read the files (the daemon's cache)
-    pass their contents, keyed by the path as a string.
+    The daemon re-reads the whole tree on every change but re-parses only the
+    files whose bytes changed. Cached documents are shared between loads, so
+    nothing downstream may mutate a document's values.
     """
-    result = load_resources(paths, texts=texts)
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, list[Document]]] = {}
+
+    def load(self, text: str, name: str) -> list[Document]:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        cached = self._entries.get(name)
+        if cached and cached[0] == digest:
+            return cached[1]
+        documents = load_text(text, name)
+        self._entries[name] = (digest, documents)
+        return documents
+
+
+def load_specs(paths: list[Path], *, cache: ParseCache | None = None) -> SpecSet:
+    """Read and fully validate every spec file under ``paths``."""
+    result = load_resources(paths, cache=cache)
     pools = {r.name: r for r in result.resources if r.kind == "WorkPool"}
     root = spec_root(paths)
     result.resources = [with_derived_parameters(r, pools, root, result.diagnostics) for r in result.resources]
@@ -67,7 +85,7 @@ def load_specs(paths: list[Path], *, texts: dict[str, str] | None = None) -> Spe
     return result
 
 
-def load_resources(paths: list[Path], *, texts: dict[str, str] | None = None) -> SpecSet:
+def load_resources(paths: list[Path], *, cache: ParseCache | None = None) -> SpecSet:
     """Only the first stage: YAML, the kinds' schemas and duplicates, no cross-checks.
 
     Enough for tools that look at one file on its own (``orchestra schedule FILE``).
@@ -77,11 +95,11 @@ def load_resources(paths: list[Path], *, texts: dict[str, str] | None = None) ->
     for path in spec_files(paths):
         name = str(path)
         result.files.append(name)
-        text = texts[name] if texts and name in texts else _read(path, result)
+        text = _read(path, result)
         if text is None:
             continue
         try:
-            documents.extend(load_text(text, name))
+            documents.extend(cache.load(text, name) if cache else load_text(text, name))
         except LoadError as exc:
             result.diagnostics.append(exc.diagnostic)
     candidates = [r for r in (_checked(doc, result.diagnostics) for doc in documents) if r]
