@@ -54,10 +54,12 @@ class DaemonProcess:
         self.db_url = db_url
         self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_start = 0
         self.log = workdir / "daemon.log"
         self.env = {**os.environ, "ORCHESTRA_DB": db_url}
 
     def start(self) -> DaemonProcess:
+        self.log_start = self.log.stat().st_size if self.log.exists() else 0  # daemons share the log file
         handle = self.log.open("ab")
         self.proc = subprocess.Popen([ORCHESTRA, "daemon", "specs", *self.extra], cwd=self.workdir, env=self.env,
                                      stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -75,7 +77,7 @@ class DaemonProcess:
 
     def ready(self, timeout: float = 30.0) -> None:
         """Wait until the daemon has started (signal handlers installed, specs applied)."""
-        wait_for(lambda: "watching" in self.output() or (self.proc and self.proc.poll() is not None),
+        wait_for(lambda: "watching" in self.output()[self.log_start:] or (self.proc and self.proc.poll() is not None),
                  timeout=timeout, message="daemon start")
 
     def stop(self, timeout: float = 30.0) -> int:
@@ -90,7 +92,7 @@ class DaemonProcess:
                               text=True, timeout=timeout)
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.log.read_bytes().decode(errors="replace")
 
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from orchestra.diagnostics import SpecError
 from orchestra.planning.plan import MANAGER_SPECS, Plan, compute_plan
 from orchestra.specs.model import Resource
-from orchestra.specs.validate import SpecSet, load_specs
+from orchestra.specs.validate import ParseCache, SpecSet, load_specs
 from orchestra.store import ResourceWrite, Store
 
 
@@ -27,12 +27,14 @@ class PlanResult:
 
 
 def plan_specs(store: Store, paths: list[Path], *, prune: bool, now: datetime,
-               specs: SpecSet | None = None) -> PlanResult:
+               cache: ParseCache | None = None) -> PlanResult:
     """Validate the specs and compare them with the store; raises SpecError if invalid."""
-    specs = specs if specs is not None else load_specs(paths)
+    stored = store.list_resources()
+    hashes = {(s.kind, s.name): s.content_hash for s in stored if s.manager == MANAGER_SPECS}
+    specs = load_specs(paths, cache=cache, stored_hashes=hashes)
     if not specs.ok:
         raise SpecError(specs.diagnostics)
-    plan = compute_plan(specs.resources, store.list_resources(), prune=prune, now=now)
+    plan = compute_plan(specs.resources, stored, prune=prune, now=now)
     return PlanResult(specs, plan)
 
 

@@ -25,7 +25,7 @@ from orchestra.diagnostics import SpecError
 from orchestra.reconcile.apply import apply_plan, plan_specs
 from orchestra.reconcile.scheduler import Scheduler, seconds_until
 from orchestra.reconcile.watch import Fingerprint, SpecWatcher, fingerprint
-from orchestra.specs.validate import ParseCache, load_specs
+from orchestra.specs.validate import ParseCache
 from orchestra.store import Store
 
 log = logging.getLogger("orchestra.daemon")
@@ -188,24 +188,19 @@ class Daemon:
 
     def reload_specs(self) -> bool:
         """Apply the spec tree if it is valid; otherwise keep the last good state and say why."""
-        before = fingerprint(self.settings.paths)
-        specs = load_specs(self.settings.paths, cache=self._parse_cache)
-        self.specs.applied = before
+        self.specs.applied = fingerprint(self.settings.paths)
         self.specs.last_resync = time.monotonic()
-        if not specs.ok:
-            self._record_errors([str(d) for d in specs.diagnostics], [d.to_json() for d in specs.diagnostics])
-            return False
         try:
             result = plan_specs(self.store, self.settings.paths, prune=self.settings.prune, now=self.clock(),
-                                specs=specs)
-        except SpecError as exc:  # pragma: no cover - load_specs already validated
+                                cache=self._parse_cache)
+        except SpecError as exc:
             self._record_errors([str(d) for d in exc.diagnostics], [d.to_json() for d in exc.diagnostics])
             return False
         apply_plan(self.store, result)
         if result.plan.has_changes:
             s = result.plan.summary
             log.info("applied specs: %d created, %d updated, %d deleted", s["create"], s["update"], s["delete"])
-        self._record_ok(len(specs.resources))
+        self._record_ok(len(result.specs.resources))
         return True
 
     def _record_errors(self, lines: list[str], diagnostics: list[dict[str, Any]]) -> None:

@@ -74,13 +74,23 @@ class ParseCache:
         return documents
 
 
-def load_specs(paths: list[Path], *, cache: ParseCache | None = None) -> SpecSet:
-    """Read and fully validate every spec file under ``paths``."""
+def load_specs(paths: list[Path], *, cache: ParseCache | None = None,
+               stored_hashes: dict[tuple[str, str], str] | None = None) -> SpecSet:
+    """Read and validate every spec file under ``paths``.
+
+    With ``stored_hashes`` (what the store holds, by kind and name), a
+    resource identical to its stored version whose pool and queue are
+    unchanged too skips the checks beyond its schema: it passed them when it
+    was applied, and nothing it depends on moved. That keeps a no-change plan
+    of a large tree close to the cost of parsing it.
+    """
     result = load_resources(paths, cache=cache)
     pools = {r.name: r for r in result.resources if r.kind == "WorkPool"}
     root = spec_root(paths)
     result.resources = [with_derived_parameters(r, pools, root, result.diagnostics) for r in result.resources]
-    result.diagnostics.extend(semantic_diagnostics(result.resources))
+    trusted = unchanged_resources(result.resources, stored_hashes) if stored_hashes else set()
+    result.diagnostics.extend(semantic_diagnostics([r for r in result.resources if (r.kind, r.name) not in trusted]
+                                                   , all_resources=result.resources))
     result.diagnostics.sort()
     return result
 
@@ -161,10 +171,24 @@ def _without_duplicates(resources: list[Resource], diagnostics: list[Diagnostic]
     return kept
 
 
-def semantic_diagnostics(resources: list[Resource]) -> list[Diagnostic]:
-    """The checks beyond JSON Schema, over a set of schema-valid resources."""
-    pools = {r.name: r for r in resources if r.kind == "WorkPool"}
-    queues = {r.name: r for r in resources if r.kind == "WorkQueue"}
+def unchanged_resources(resources: list[Resource], stored: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
+    """Resources identical to their stored version, as are the pool and queue they use."""
+    same = {(r.kind, r.name) for r in resources if stored.get((r.kind, r.name)) == r.content_hash}
+
+    def depends_unchanged(resource: Resource) -> bool:
+        pool = resource.spec.get("pool")
+        queue = resource.spec.get("queue")
+        return ((pool is None or ("WorkPool", pool) in same)
+                and (not queue or queue == "default" or ("WorkQueue", queue) in same))
+
+    return {(r.kind, r.name) for r in resources if (r.kind, r.name) in same and depends_unchanged(r)}
+
+
+def semantic_diagnostics(resources: list[Resource], *, all_resources: list[Resource] | None = None) -> list[Diagnostic]:
+    """The checks beyond JSON Schema of ``resources``; references resolve among ``all_resources``."""
+    everything = resources if all_resources is None else all_resources
+    pools = {r.name: r for r in everything if r.kind == "WorkPool"}
+    queues = {r.name: r for r in everything if r.kind == "WorkQueue"}
     diagnostics: list[Diagnostic] = []
     for resource in resources:
         checks = _CHECKS[resource.kind](resource, pools, queues)
