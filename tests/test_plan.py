@@ -122,3 +122,20 @@ def test_dry_run_applies_nothing(cli: Callable[..., CliResult], write: Callable[
     result = cli("apply", "specs", "--dry-run")
     assert result.code == 0 and "+ WorkPool/local" in result.out
     assert cli("get", "pools", "-o", "json").json() == []
+
+
+def test_unchanged_deployment_is_rechecked_when_its_pool_changes(cli: Callable[..., CliResult],
+                                                                  write: Callable[[str, str], Path]) -> None:
+    """The no-change fast path trusts a stored resource only while what it uses is unchanged too."""
+    write("specs/pool.yaml", POOL)
+    write("specs/d.yaml", DEPLOYMENT.replace("  schedules:", "  jobVariables: {workingDir: /tmp}\n  schedules:"))
+    assert cli("apply", "specs").code == 0
+    strict_pool = POOL.replace("spec: {type: process, concurrencyLimit: 4}", """spec:
+  type: process
+  baseJobTemplate:
+    variables: {type: object, additionalProperties: false, properties: {env: {type: object, default: {}}}}
+    jobConfiguration: {command: "{{ command }}", env: "{{ env }}"}""")
+    write("specs/pool.yaml", strict_pool)
+    result = cli("plan", "specs")
+    assert result.code == 1
+    assert "Deployment/hello: spec.jobVariables" in result.err
