@@ -43,7 +43,7 @@ class Daemon:
         self.db = f"sqlite:///{root / 'orchestra.db'}"
         env = {**os.environ, "ORCHESTRA_DB": self.db}
         self.log = (root / "daemon.log").open("wb")
-        self.proc = subprocess.Popen([ORCHESTRA, "daemon", "specs", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "WARNING")], cwd=root, env=env,
+        self.proc = subprocess.Popen([ORCHESTRA, "daemon", "specs", "--no-api", "--log-level", os.environ.get("BENCH_LOG_LEVEL", "WARNING")], cwd=root, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_applied(self, count: int, timeout: float = 120) -> None:

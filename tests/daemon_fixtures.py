@@ -61,7 +61,10 @@ class DaemonProcess:
     def start(self) -> DaemonProcess:
         self.log_start = self.log.stat().st_size if self.log.exists() else 0  # daemons share the log file
         handle = self.log.open("ab")
-        self.proc = subprocess.Popen([ORCHESTRA, "daemon", "specs", *self.extra], cwd=self.workdir, env=self.env,
+        # --port 0: each daemon serves its API on a free port, so that daemons of tests run
+        # at the same time (or a daemon already on 4200) never collide.
+        self.proc = subprocess.Popen([ORCHESTRA, "daemon", "specs", "--port", "0", *self.extra], cwd=self.workdir,
+                                     env=self.env,
                                      stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         handle.close()
         return self

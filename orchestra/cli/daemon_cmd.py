@@ -1,11 +1,19 @@
-"""``orchestra daemon``: wire the real store, runners, worker and watcher, then serve."""
+"""``orchestra daemon``: wire the real store, runners, worker, watcher and HTTP API, then serve.
+
+The API (``orchestra.api``) runs in a thread of this process over the same
+store; it is imported only here and only when enabled, so other commands
+never load the web stack. Its token comes from ``--api-token-file`` or
+``ORCHESTRA_API_TOKEN``; without one it listens on loopback only.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,7 +23,12 @@ from orchestra.durations import parse_duration
 from orchestra.reconcile.daemon import Daemon, DaemonSettings
 from orchestra.specs.validate import spec_root
 
+if TYPE_CHECKING:
+    from orchestra.api.server import ApiServer
+    from orchestra.store import Store
+
 log = logging.getLogger("orchestra.daemon")
+TOKEN_ENV = "ORCHESTRA_API_TOKEN"
 
 
 @click.command()
@@ -26,14 +39,22 @@ log = logging.getLogger("orchestra.daemon")
               help="Delete spec-managed resources whose files are gone.")
 @click.option("--shutdown-grace", default="30s", show_default=True, metavar="DURATION",
               help="On SIGTERM/SIGINT, how long running jobs may finish before they are cancelled.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the HTTP API listens on (beyond loopback only with a token).")
+@click.option("--port", default=4200, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the HTTP API (0: any free port).")
+@click.option("--api/--no-api", "api", default=True, show_default=True, help="Serve the HTTP API.")
+@click.option("--api-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help=f"File holding the API's bearer token (default: the {TOKEN_ENV} environment variable).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"]), default="INFO", show_default=True)
 @click.pass_obj
 def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, shutdown_grace: str,
-           log_format: str, log_level: str) -> None:
-    """Watch PATHS, apply them, turn schedules into runs and run them."""
+           host: str, port: int, api: bool, api_token_file: Path | None, log_format: str, log_level: str) -> None:
+    """Watch PATHS, apply them, turn schedules into runs and run them; serve the HTTP API."""
     configure_logging(log_format, log_level)
     grace = _duration(shutdown_grace, "--shutdown-grace")
+    server = _api_server(app.store, app, list(paths), prune, host, port, api_token_file) if api else None
     root = spec_root(list(paths))
     settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace)
     from orchestra.runners.process import ProcessRunner  # only the daemon needs runners and workers
@@ -50,7 +71,49 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
     _install_signal_handlers(instance)
     log.info("orchestra daemon watching %s (store %s, workers: %s)", ", ".join(map(str, paths)),
              app.settings.db_url or app.settings.state_dir / "orchestra.db", workers)
-    instance.serve()
+    if server is not None:
+        try:
+            server.start()
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+    try:
+        instance.serve()
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _api_server(store: Store, app: AppContext, paths: list[Path], prune: bool, host: str, port: int,
+                token_file: Path | None) -> ApiServer:
+    """Build the API and bind its socket, refusing an open API beyond loopback."""
+    from orchestra.api.app import create_app
+    from orchestra.api.auth import InsecureListenError, check_listen_address
+    from orchestra.api.server import ApiServer
+    from orchestra.api.settings import ApiSettings
+
+    token = _api_token(token_file)
+    try:
+        check_listen_address(host, token)
+    except InsecureListenError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = ApiSettings(token=token, state_dir=app.settings.state_dir, spec_paths=tuple(paths), prune=prune)
+    try:
+        return ApiServer(create_app(store, settings=settings), host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve the API on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _api_token(token_file: Path | None) -> str | None:
+    """The token from the file if given, else from the environment; an empty one is a mistake."""
+    if token_file is not None:
+        token = token_file.read_text().strip()
+        if not token:
+            raise click.BadParameter(f"{token_file} is empty", param_hint="--api-token-file")
+        return token
+    value = os.environ.get(TOKEN_ENV)
+    if value is not None and not value.strip():
+        raise click.ClickException(f"{TOKEN_ENV} is set but empty; unset it or give a token")
+    return value.strip() if value else None
 
 
 def _duration(text: str, option: str) -> float:

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from orchestra.api.shapes import resource_json
 from orchestra.cli.context import AppContext
 from orchestra.cli.output import emit_data, emit_table, output_option
 from orchestra.cli.run_cmds import RunFilter, show_runs
@@ -15,21 +16,6 @@ from orchestra.store import STATES, StoredResource
 
 KIND_BY_NOUN = {"pools": "WorkPool", "pool": "WorkPool", "queues": "WorkQueue", "queue": "WorkQueue",
                 "deployments": "Deployment", "deployment": "Deployment"}
-
-
-def resource_json(resource: StoredResource) -> dict[str, Any]:
-    data: dict[str, Any] = {"kind": resource.kind, "name": resource.name}
-    if resource.kind == "Deployment":
-        data.update(pool=resource.spec["pool"], queue=resource.spec.get("queue") or "default")
-    data.update(
-        paused=resource.paused,
-        labels=resource.metadata.get("labels") or {},
-        source=f"{resource.source_file}:{resource.source_line}" if resource.source_file else None,
-        manager=resource.manager,
-        generation=resource.generation,
-        spec=resource.spec,
-    )
-    return data
 
 
 def _schedules_cell(spec: dict[str, Any]) -> str:

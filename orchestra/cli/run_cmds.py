@@ -8,11 +8,10 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import click
 
+from orchestra.api.shapes import run_detail_json, run_json
 from orchestra.cli.assignments import parse_assignments
 from orchestra.cli.context import AppContext
 from orchestra.cli.job_cmds import job_var_option, param_option
@@ -24,21 +23,6 @@ from orchestra.runners.logs import follow_log, read_log
 from orchestra.store import TERMINAL, Run
 
 WATCH_POLL = 0.2
-
-
-def run_json(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.id, "deployment": run.deployment, "pool": run.pool, "queue": run.queue,
-        "state": run.state, "stateReason": run.state_reason, "trigger": run.trigger,
-        "scheduledTime": _iso(run.scheduled_time), "slotTime": _iso(run.slot_time),
-        "startTime": _iso(run.start_time), "endTime": _iso(run.end_time),
-        "attempt": run.attempt, "maxAttempts": run.max_attempts, "exitCode": run.exit_code,
-        "parameters": run.parameters, "jobVariables": run.job_variables, "worker": run.worker,
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 @click.command("run")
@@ -129,10 +113,7 @@ def show_runs(app: AppContext, run_id: str | None, where: RunFilter, fmt: str) -
     """``get runs``: newest first, or one run with its events."""
     if run_id:
         run = app.store.get_run(run_id)
-        data = {**run_json(run), "job": run.job, "variablesPatch": run.variables_patch,
-                "events": [{"time": e.time.isoformat(), "from": e.from_state, "to": e.to_state,
-                            "reason": e.reason, "attempt": e.attempt} for e in app.store.events(run.id)]}
-        emit_data(data, "yaml" if fmt == "table" else fmt)
+        emit_data(run_detail_json(run, app.store.events(run.id)), "yaml" if fmt == "table" else fmt)
         return
     found = app.store.list_runs(deployment=where.deployment, state=where.states or None, pool=where.pool,
                                 limit=where.limit)

@@ -1,0 +1,51 @@
+"""``GET /api/v1/events``: run state changes as server-sent events.
+
+Each event is one state change (``event: run``, ``id:`` the store's event
+id, ``data:`` JSON with the run id, deployment, from, to, reason, time and
+attempt). A client that reconnects sends ``Last-Event-ID`` (browsers do it
+by themselves) and gets what it missed, as far as the feed's buffer
+reaches. The stream ends when the client leaves or the server stops;
+FastAPI sends a keep-alive comment after 15 s of silence. The polling is
+shared by all clients (``api.feed.EventFeed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterable
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Header
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from orchestra.api.errors import INVALID
+from orchestra.api.feed import EventFeed
+from orchestra.api.schemas import RunStateEvent
+
+RETRY_MS = 2000  # how long a disconnected browser waits before reconnecting
+
+
+def events_router(feed: EventFeed, *, interval: float, closing: threading.Event) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["events"])
+
+    @router.get("/events", response_class=EventSourceResponse, responses=INVALID,
+                summary="Run state changes as they happen (text/event-stream)")
+    async def events(
+        deployment: str | None = None,
+        last_event_id: Annotated[int | None, Header(description="Resume after this event id.")] = None,
+    ) -> AsyncIterable[RunStateEvent]:
+        # The annotation gives OpenAPI the schema of each event's data; the items are
+        # ServerSentEvents because each carries its id and name (FastAPI sends them as they are).
+        position = await to_thread.run_sync(feed.position_after, last_event_id)
+        yield ServerSentEvent(comment="orchestra run events", retry=RETRY_MS)  # type: ignore[misc]
+        while not closing.is_set():
+            items, position = await to_thread.run_sync(feed.read, position)
+            for item in items:
+                if deployment is None or item.deployment == deployment:
+                    yield ServerSentEvent(data=item.to_json(), id=str(item.event.id),  # type: ignore[misc]
+                                          event="run")
+            await asyncio.sleep(interval)
+
+    return router
