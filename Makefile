@@ -19,7 +19,8 @@ demo: $(STAMP)
 	$(BIN)/orchestra plan specs/
 	$(BIN)/orchestra apply specs/
 	$(BIN)/orchestra get deployments
-	@echo "Starting the daemon on specs/ (Ctrl-C stops it). In another shell: . .venv/bin/activate; orchestra get runs"
+	@echo "Starting the daemon on specs/ with its API on http://127.0.0.1:4200/api/v1 (Ctrl-C stops it)."
+	@echo "In another shell: . .venv/bin/activate; orchestra get runs"
 	$(BIN)/orchestra daemon specs/
 
 test: $(STAMP)
