@@ -53,6 +53,7 @@ def test_claimed_runs_are_pending_with_a_lease_and_an_event(store: Store, clock:
     assert (claimed.id, claimed.state, claimed.worker) == (run.id, "Pending", "w1")
     assert claimed.lease_expires_at == NOW + timedelta(seconds=45)
     assert claimed.state_reason == "claimed by w1"
+    assert claimed == store.get_run(run.id)
     event = store.events(run.id)[-1]
     assert (event.from_state, event.to_state, event.time) == ("Scheduled", "Pending", clock.now)
     assert event.reason == "claimed by w1"
@@ -236,6 +237,23 @@ def count_selects(store: Store) -> list[str]:
     sa.event.listen(store.engine, "before_cursor_execute",
                     lambda *a: statements.append(a[2]) if "FROM runs" in a[2] else None)
     return statements
+
+
+def test_a_claim_reads_only_what_the_pool_has_room_for(store: Store) -> None:
+    """100 due runs of 100 deployments, a pool of limit 3: the claim reads a few
+    deployments, not a page of them; once the pool is full, it reads no runs at all."""
+    store.apply_resources([pool(concurrencyLimit=3)] + [deployment(f"d{i:03}") for i in range(100)], [])
+    for i in range(100):
+        due(store, f"d{i:03}", 100 - i)
+    executed: list[tuple[str, list[object]]] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: executed.append(
+        (a[2], list(a[3].values()) if isinstance(a[3], dict) else list(a[3] or ()))))
+    assert names(claim(store)) == ["d000", "d001", "d002"]
+    looked_up = [name for _, params in executed if "Deployment" in params for name in params if name != "Deployment"]
+    assert 3 <= len(looked_up) <= 8
+    executed.clear()
+    assert claim(store) == []
+    assert [sql for sql, _ in executed if "FROM runs" in sql and "ORDER BY" in sql] == []
 
 
 def test_blocked_backlog_costs_one_page(store: Store) -> None:

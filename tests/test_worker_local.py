@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from worker_fixtures import (  # noqa: F401
     JOBS,
     PY,
@@ -37,6 +39,7 @@ from worker_fixtures import (  # noqa: F401
     world_fixture,
 )
 
+from orchestra.reconcile.jobs import prepare_job
 from orchestra.runners.process import ProcessHandle
 from orchestra.store import (
     CANCELLED,
@@ -59,6 +62,8 @@ from orchestra.workers.outcomes import (
     grace_seconds,
     retry_reason,
 )
+from orchestra.workers.recovery import recover_runs
+from orchestra.workers.supervision import WaiterPool
 
 DONE = (COMPLETED, FAILED, CRASHED, CANCELLED)
 
@@ -223,6 +228,33 @@ def test_a_cancel_that_lands_while_the_job_starts_stops_the_job(world: World) ->
     assert group_is_gone(world.pid(run))
 
 
+class ClaimedElsewhileStarting(TrackingRunner):
+    """Plays a daemon that recovered the run and claimed it again while our job started."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world.tmp)
+        self.world = world
+
+    def start(self, run_id: str, job: dict[str, object], log_path: Path) -> ProcessHandle:
+        handle = super().start(run_id, job, log_path)
+        self.world.store.transition(run_id, SCHEDULED, "lease expired", expect={PENDING})
+        self.world.store.claim_runs("local", now=T0, worker="remote:elsewhere:1", max_count=1)
+        return handle
+
+
+def test_a_run_claimed_elsewhere_while_the_job_starts_is_left_alone(world: World) -> None:
+    world.runner.close()
+    world.runner = ClaimedElsewhileStarting(world)
+    world.worker = world.make_worker()
+    world.job("long", sigterm_job("default"))
+    run = world.run("long")
+    world.worker.step(T0)
+    wait_for(lambda: group_is_gone(world.pid(run)), what="our job to be killed")
+    now = world.store.get_run(run.id)
+    assert (now.state, now.worker, now.runner_ident) == (PENDING, "remote:elsewhere:1", None)
+    assert RUNNING not in [e[1] for e in world.reasons(run)]
+
+
 # -- starting fails -------------------------------------------------------------------------------
 
 
@@ -308,6 +340,50 @@ def test_step_returns_when_the_next_run_falls_due(world: World) -> None:
     assert world.worker.step(T0) == at(60)
 
 
+def test_a_pass_records_all_its_ends_and_all_its_starts_in_one_write_each(world: World) -> None:
+    """Four jobs end, four more start: three write transactions (ends, claim, starts), not nine."""
+    world.apply(pool("local", concurrencyLimit=4))
+    world.job("quick", ["true"])
+    runs = [world.run("quick") for _ in range(8)]
+    world.worker.step(T0)
+    first = [r for r in runs if world.state(r) == RUNNING]
+    assert len(first) == 4
+    wait_for(lambda: all(world.runner.handles[r.id].poll() is not None for r in first), what="the jobs to end")
+    writes: list[str] = []
+    sa.event.listen(world.store.engine, "before_cursor_execute",
+                    lambda *a: writes.append(a[2]) if a[2] == "BEGIN IMMEDIATE" else None)
+    world.worker.step(at(1))
+    assert len(writes) == 3
+    assert {world.state(r) for r in first} == {COMPLETED}
+    assert sum(world.state(r) == RUNNING for r in runs) == 4
+    world.step_until(lambda: all(world.state(r) == COMPLETED for r in runs), at(2), what="every run to finish")
+    for run in runs:
+        assert [(e[0], e[1]) for e in world.reasons(run)] == [
+            (None, SCHEDULED), (SCHEDULED, PENDING), (PENDING, RUNNING), (RUNNING, COMPLETED)]
+
+
+def test_the_worker_renders_jobs_as_orchestra_render_does(world: World) -> None:
+    schema = {"type": "object", "properties": {"who": {"type": "string"}, "n": {"type": "integer"}}}
+    world.job("greet", ["echo", "{{ parameters.who }}", "{{ parameters.n }}"], parameters={"who": "x", "n": 1},
+              parameterSchema=schema, jobVariables={"env": {"A": "1"}})
+    run = world.run("greet", T0 - timedelta(minutes=1), parameters={"who": "y"}, job_variables={"env": {"B": "2"}})
+    done = world.step_until(world.reached(run, *DONE), T0, what="the run to finish")
+    expected = prepare_job(world.store, "greet", parameters={"who": "y"}, job_variables={"env": {"B": "2"}},
+                           run_id=run.id, scheduled_time=run.scheduled_time.isoformat(), python=PY).rendered
+    assert (done.job, done.variables_patch) == (expected.job, expected.variables_patch)
+    assert world.log(run).splitlines()[1] == "y 1"
+
+
+def test_a_deployment_changed_between_passes_is_rendered_anew(world: World) -> None:
+    world.job("show", ["echo", "before"])
+    first = world.run("show")
+    world.step_until(world.reached(first, COMPLETED), T0, what="the first run")
+    world.job("show", ["echo", "after"])
+    second = world.run("show")
+    world.step_until(world.reached(second, COMPLETED), at(1), what="the second run")
+    assert world.log(second).splitlines()[1] == "after"
+
+
 # -- dead workers ------------------------------------------------------------------------------------
 
 
@@ -346,6 +422,18 @@ def test_recover_kills_what_a_killed_daemon_left_and_moves_its_runs_on(world: Wo
     assert world.state(crashed) == CRASHED
     assert world.store.get_run(cancelling.id).state_reason == f"worker {recycled} gone while cancelling"
     assert world.state(untouched) == RUNNING
+
+
+def test_recovery_leaves_a_run_that_moved_on_since_it_was_listed(world: World) -> None:
+    world.job("job", ["true"])
+    dead = f"local:{socket.gethostname()}:{dead_pid()}:12345"
+    orphan = _running_under(world, dead, "pid:1:1:not-this-boot", max_attempts=2)
+    listed = world.store.active_runs()
+    world.store.transition(orphan.id, SCHEDULED, "recovered by another daemon", attempt=2, scheduled_time=T0)
+    world.store.claim_runs("local", now=T0, worker="remote:elsewhere:1", max_count=1)
+    assert recover_runs(world.store, {"process": world.runner}, listed, T0) == []
+    now = world.store.get_run(orphan.id)
+    assert (now.state, now.worker, now.attempt) == (PENDING, "remote:elsewhere:1", 2)
 
 
 def start_time_of(pid: int) -> str:
@@ -421,6 +509,23 @@ def test_reason_words() -> None:
     assert retry_reason("exit code 1", 2, 3, 0) == "exit code 1; retry 2/3 now"
     assert grace_seconds({"terminationGracePeriod": "2m"}) == 120
     assert grace_seconds({}) == grace_seconds({"terminationGracePeriod": "soon"}) == 10
+
+
+def test_waiter_threads_are_reused_from_job_to_job() -> None:
+    waiters = WaiterPool()
+    done = threading.Event()
+    for _ in range(20):
+        done.clear()
+        waiters.submit(done.set)
+        assert done.wait(5)
+        wait_for(lambda: waiters.idle == 1, what="the waiter to be idle")
+    assert waiters.idle == 1  # one thread served all twenty
+    gate = threading.Event()
+    for _ in range(3):
+        waiters.submit(lambda: gate.wait(5))
+    wait_for(lambda: waiters.idle == 0, what="the busy waiters")
+    gate.set()
+    wait_for(lambda: waiters.idle == 3, what="three waiters, two of them new")
 
 
 def test_worker_identity_tells_live_workers_from_dead_ones() -> None:

@@ -31,10 +31,12 @@ from orchestra.store.models import (
     effective_paused,
 )
 from orchestra.store.store import Store, open_store
+from orchestra.store.transitions import TransitionRequest, TransitionResult
 
 __all__ = [
     "ACTIVE", "CANCELLED", "CANCELLING", "COMPLETED", "CRASHED", "FAILED", "LATEST_VERSION",
     "MISSED", "PENDING", "READY", "RUNNING", "SCHEDULED", "SKIPPED", "STATES", "TERMINAL",
     "TRANSITIONS", "NewRun", "ResourceWrite", "Run", "RunEvent", "Store", "StoredResource",
+    "TransitionRequest", "TransitionResult",
     "can_transition", "effective_paused", "open_store",
 ]

@@ -9,12 +9,13 @@ slot twice, from a restart or from a second daemon, is a no-op.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, or_, select
+from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select
 
 from orchestra.errors import NotFound
 from orchestra.store.engine import Database
@@ -79,16 +80,27 @@ def write_events(
 
     The reason is the run's new ``state_reason`` unless ``reason`` is given.
     """
-    params = [
-        {
-            "run_id": _get(run, "id"), "time": now, "from_state": from_state,
-            "to_state": _get(run, "state"), "reason": reason or _get(run, "state_reason"),
-            "attempt": _get(run, "attempt"),
-        }
-        for run, from_state in changes
-    ]
-    if params:
-        conn.execute(run_events.insert(), params)
+    insert_events(conn, [event_row(run, from_state, now, reason) for run, from_state in changes])
+
+
+def event_row(
+    run: dict[str, Any] | Run, from_state: str | None, now: datetime, reason: str | None = None
+) -> dict[str, Any]:
+    """The ``run_events`` row recording that ``run`` (as it is after the change) left ``from_state``."""
+    return {
+        "run_id": _get(run, "id"), "time": now, "from_state": from_state,
+        "to_state": _get(run, "state"), "reason": reason or _get(run, "state_reason"),
+        "attempt": _get(run, "attempt"),
+    }
+
+
+def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows made by ``event_row``, in one statement."""
+    if rows:
+        conn.execute(_INSERT_EVENTS, list(rows))
+
+
+_INSERT_EVENTS = run_events.insert()
 
 
 def _get(run: dict[str, Any] | Run, key: str) -> Any:
@@ -170,11 +182,21 @@ def runs_in_states(
     deployment: str | None = None,
 ) -> list[Run]:
     """All runs in ``states`` (oldest due first); meant for the small active/pending sets."""
-    query = select(runs).where(state_filter(states)).order_by(_C.scheduled_time, _C.created_at, _C.id)
-    for column, value in ((_C.pool, pool), (_C.worker, worker), (_C.deployment, deployment)):
-        if value is not None:
-            query = query.where(column == value)
-    return [to_run(r) for r in conn.execute(query)]
+    filters = {"pool": pool, "worker": worker, "deployment": deployment}
+    given = {name: value for name, value in filters.items() if value is not None}
+    wanted = sorted({states} if isinstance(states, str) else set(states))
+    query = _runs_in_states_query(tuple(sorted(given)))
+    return [to_run(r) for r in conn.execute(query, {"states": wanted, **given})]
+
+
+@functools.cache
+def _runs_in_states_query(filters: tuple[str, ...]) -> Any:
+    """Built once per combination of filters: a worker asks this on every pass, and
+    building a statement costs more than running it on a small indexed set."""
+    query = select(runs).where(_C.state.in_(bindparam("states", expanding=True)))
+    for name in filters:
+        query = query.where(_C[name] == bindparam(name))
+    return query.order_by(_C.scheduled_time, _C.created_at, _C.id)
 
 
 def events(conn: Connection, run_id: str) -> list[RunEvent]:
@@ -212,8 +234,11 @@ def last_slots(conn: Connection) -> dict[tuple[str, str], datetime]:
 def next_due_time(conn: Connection, pool: str | None = None) -> datetime | None:
     """When the earliest Scheduled run falls due, so a worker can sleep until then
     instead of polling."""
-    query = select(func.min(_C.scheduled_time)).where(_C.state == SCHEDULED)
-    if pool is not None:
-        query = query.where(_C.pool == pool)
-    earliest: datetime | None = conn.scalar(query)
+    query, params = (_NEXT_DUE, {}) if pool is None else (_NEXT_DUE_IN_POOL, {"pool": pool})
+    earliest: datetime | None = conn.scalar(query, params)
     return earliest
+
+
+# Asked on every pass of the daemon, so built once (see ``_runs_in_states_query``).
+_NEXT_DUE = select(func.min(_C.scheduled_time)).where(_C.state == SCHEDULED)
+_NEXT_DUE_IN_POOL = _NEXT_DUE.where(_C.pool == bindparam("pool"))

@@ -9,7 +9,7 @@ event times) come from the injected ``clock`` so tests can fix time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from orchestra.store import claim, resources, runs, status, transitions
 from orchestra.store.engine import Database, default_url, make_engine
 from orchestra.store.migrations import migrate
 from orchestra.store.models import ACTIVE, NewRun, ResourceWrite, Run, RunEvent, StoredResource
+from orchestra.store.transitions import TransitionRequest, TransitionResult
 
 Clock = Callable[[], datetime]
 
@@ -74,6 +75,11 @@ class Store:
         with self._db.read() as conn:
             return resources.get_resource(conn, kind, name)
 
+    def get_resources(self, kind: str, names: Collection[str]) -> dict[str, StoredResource]:
+        """The named resources of one kind that exist, by name, in one query."""
+        with self._db.read() as conn:
+            return resources.get_resources(conn, kind, sorted(set(names)))
+
     def apply_resources(self, upserts: Sequence[ResourceWrite], deletes: Sequence[tuple[str, str]] = ()) -> None:
         with self._db.write() as conn:
             resources.apply_resources(conn, upserts, deletes, self._clock())
@@ -115,6 +121,11 @@ class Store:
     def get_run(self, run_id: str) -> Run:
         with self._db.read() as conn:
             return runs.get_run(conn, run_id)
+
+    def get_runs(self, run_ids: Collection[str]) -> dict[str, Run]:
+        """The runs with these full ids that exist, by id, in one query."""
+        with self._db.read() as conn:
+            return runs.get_runs(conn, run_ids)
 
     def list_runs(
         self,
@@ -167,12 +178,28 @@ class Store:
     # -- runs: state changes -------------------------------------------------
 
     def transition(
-        self, run_id: str, to_state: str, reason: str, *, expect: Collection[str] | None = None, **fields: Any
+        self,
+        run_id: str,
+        to_state: str,
+        reason: str,
+        *,
+        expect: Collection[str] | None = None,
+        match: Mapping[str, Any] | None = None,
+        **fields: Any,
     ) -> Run:
+        """One compare-and-set state change with its event (see ``transitions``)."""
         with self._db.write() as conn:
             return transitions.transition(
-                conn, run_id, to_state, reason, self._clock(), expect=expect, fields=fields
+                conn, run_id, to_state, reason, self._clock(), expect=expect, match=match, fields=fields
             )
+
+    def transition_many(self, requests: Sequence[TransitionRequest]) -> list[TransitionResult]:
+        """Many state changes and their events in one transaction; a ``Conflict`` or
+        ``NotFound`` answers a request that fails its guard without stopping the others."""
+        if not requests:
+            return []
+        with self._db.write() as conn:
+            return transitions.transition_many(conn, requests, self._clock())
 
     def renew_lease(self, worker: str, run_ids: Collection[str], until: datetime) -> set[str]:
         with self._db.write() as conn:

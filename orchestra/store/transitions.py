@@ -2,19 +2,30 @@
 
 Every state change goes through the transition table in ``models.py`` and
 writes a ``run_events`` row in the same transaction, so the history of a run
-is never out of step with its state. Changes are compare-and-set in SQL
-(``UPDATE ... WHERE state = <the state we checked>``): on PostgreSQL the row
-is also locked first, on SQLite the write transaction already excludes
-every other writer; either way a racing cancel and completion cannot both win.
+is never out of step with its state. Changes are compare-and-set: the rows
+are read and locked first (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite
+the write transaction already excludes every other writer), checked in
+Python against the table, the caller's ``expect``ed states and ``match``ed
+fields, and then written with ``UPDATE ... WHERE state = <the state we
+checked>``; either way a racing cancel and completion cannot both win.
+
+``transition_many`` does this for a batch in one transaction and a fixed
+number of statements (one locking read, one ``UPDATE`` executed for many
+rows, one bulk event insert), whatever the batch size: a worker that starts
+or finishes eight jobs in one pass pays for one write, not eight. A request
+that fails its guard is answered with its ``Conflict`` (or ``NotFound``) and
+the others still apply. ``transition`` is the batch of one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from datetime import datetime, timedelta
+import functools
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from orchestra.errors import Conflict, NotFound
 from orchestra.store.models import (
@@ -27,7 +38,7 @@ from orchestra.store.models import (
     Run,
     can_transition,
 )
-from orchestra.store.runs import to_run, write_events
+from orchestra.store.runs import event_row, insert_events, to_run, write_events
 from orchestra.store.tables import runs
 
 _C = runs.c
@@ -36,7 +47,40 @@ SETTABLE_FIELDS = frozenset({
     "exit_code", "worker", "runner_ident", "start_time", "end_time", "lease_expires_at",
     "job", "variables_patch", "attempt", "scheduled_time", "state_reason",
 })
+MATCHABLE_FIELDS = frozenset(_C.keys()) - {"state"}  # the state has ``expect``
 WITHDRAWN_REASON = "schedule removed or changed"
+
+TransitionResult = Run | Conflict | NotFound
+
+
+@dataclass(frozen=True)
+class TransitionRequest:
+    """One compare-and-set state change, as ``transition_many`` takes it.
+
+    ``expect``: the states the run must be in (None: any the table allows).
+    ``match``: stored fields that must still hold these values, e.g.
+    ``{"worker": me, "attempt": 3}``, so "still my attempt?" is checked in the
+    same transaction instead of by a read before it. ``fields``: values to set
+    besides the state (see ``SETTABLE_FIELDS``); they win over implied ones.
+    """
+
+    run_id: str
+    to_state: str
+    reason: str
+    expect: Collection[str] | None = None
+    match: Mapping[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Refuse requests no stored state could make valid: a caller's bug, not a conflict."""
+        unknown = set(self.fields) - SETTABLE_FIELDS
+        if unknown:
+            raise TypeError(f"transition() cannot set {sorted(unknown)}")
+        unmatchable = set(self.match) - MATCHABLE_FIELDS
+        if unmatchable:
+            raise TypeError(f"transition() cannot match on {sorted(unmatchable)}")
+        if self.to_state not in STATES:
+            raise ValueError(f"unknown run state {self.to_state!r}")
 
 
 def transition(
@@ -47,47 +91,120 @@ def transition(
     now: datetime,
     *,
     expect: Collection[str] | None = None,
-    fields: dict[str, Any],
+    match: Mapping[str, Any] | None = None,
+    fields: Mapping[str, Any],
 ) -> Run:
     """Move a run to ``to_state`` if the table allows it from its current state
-    (and, with ``expect``, only from one of those states); else ``Conflict``."""
-    unknown = set(fields) - SETTABLE_FIELDS
-    if unknown:
-        raise TypeError(f"transition() cannot set {sorted(unknown)}")
-    if to_state not in STATES:
-        raise ValueError(f"unknown run state {to_state!r}")
-    current = _locked(conn, run_id)
-    _check_allowed(current, to_state, expect)
-    values = _implied_values(current, to_state, reason, now) | fields
-    statement = (
+    (and, with ``expect``, only from one of those states; with ``match``, only
+    while those fields hold those values); else ``Conflict`` or ``NotFound``."""
+    request = TransitionRequest(run_id, to_state, reason, expect, match or {}, fields)
+    result = transition_many(conn, [request], now)[0]
+    if isinstance(result, Run):
+        return result
+    raise result
+
+
+def transition_many(conn: Connection, requests: Sequence[TransitionRequest], now: datetime) -> list[TransitionResult]:
+    """Apply ``requests`` in order in the caller's transaction; one answer per request.
+
+    Each request sees the run as the requests before it left it, so two
+    requests for one run chain like two ``transition`` calls. A request whose
+    guard fails gets its ``Conflict`` (or ``NotFound``) and changes nothing;
+    it does not stop the others. Malformed requests (unknown state or field)
+    raise before anything is read.
+    """
+    for request in requests:
+        request.check()
+    if not requests:
+        return []
+    batch = _Batch(_locked(conn, {request.run_id for request in requests}))
+    results = [batch.apply(request, now) for request in requests]
+    batch.write(conn)
+    return results
+
+
+def _locked(conn: Connection, run_ids: Collection[str]) -> dict[str, Run]:
+    return {row.id: to_run(row) for row in conn.execute(_LOCK, {"ids": sorted(run_ids)})}
+
+
+# Statements of every transition are built once: building one costs about as
+# much as running it. In id order, so that two batches locking overlapping
+# runs on PostgreSQL cannot deadlock.
+_LOCK = select(runs).where(_C.id.in_(bindparam("ids", expanding=True))).order_by(_C.id).with_for_update()
+
+
+@functools.cache
+def _update_statement(columns: tuple[str, ...]) -> Any:
+    """``UPDATE runs SET <columns> WHERE id = :b_id AND state = :b_state``, for executemany."""
+    return (
         runs.update()
-        .where(_C.id == run_id, _C.state == current.state)
-        .values(state=to_state, **values)
-        .returning(*runs.c)
+        .where(_C.id == bindparam("b_id"), _C.state == bindparam("b_state"))
+        .values({column: bindparam(f"v_{column}") for column in columns})
     )
-    row = conn.execute(statement).one_or_none()
-    if row is None:  # unreachable under our locks; kept as the last line of defence
-        raise Conflict(f"run {run_id} changed state concurrently; try again")
-    changed = to_run(row)
-    write_events(conn, [(changed, current.state)], now, reason)
-    return changed
 
 
-def _locked(conn: Connection, run_id: str) -> Run:
-    row = conn.execute(select(runs).where(_C.id == run_id).with_for_update()).one_or_none()
-    if row is None:
-        raise NotFound(f"run {run_id!r} not found")
-    return to_run(row)
+class _Batch:
+    """The locked runs of one ``transition_many`` as its requests change them, in
+    memory, until ``write`` stores the end result with one UPDATE for all runs."""
+
+    def __init__(self, locked: dict[str, Run]) -> None:
+        self.runs = locked  # run id -> the run as the requests so far left it
+        self.stored_state = {run_id: run.state for run_id, run in locked.items()}  # the compare-and-set
+        self.changed: dict[str, set[str]] = {}  # run id -> the columns the requests set
+        self.events: list[dict[str, Any]] = []
+
+    def apply(self, request: TransitionRequest, now: datetime) -> TransitionResult:
+        current = self.runs.get(request.run_id)
+        if current is None:
+            return NotFound(f"run {request.run_id!r} not found")
+        refusal = _refusal(current, request)
+        if refusal is not None:
+            return Conflict(refusal)
+        values = _implied_values(current, request.to_state, request.reason, now) | dict(request.fields)
+        changed = replace(current, state=request.to_state, **_as_stored(values))
+        self.runs[current.id] = changed
+        self.changed.setdefault(current.id, {"state"}).update(values)
+        self.events.append(event_row(changed, current.state, now, request.reason))
+        return changed
+
+    def write(self, conn: Connection) -> None:
+        """One UPDATE executed for every changed run (each compared with the state it
+        was locked in), then every event in one insert."""
+        if not self.changed:
+            return
+        columns = sorted(set().union(*self.changed.values()))
+        params = [
+            {"b_id": run_id, "b_state": self.stored_state[run_id],
+             **{f"v_{column}": getattr(self.runs[run_id], column) for column in columns}}
+            for run_id in self.changed
+        ]
+        written = conn.execute(_update_statement(tuple(columns)), params).rowcount
+        if written != len(params) and (len(params) == 1 or conn.dialect.supports_sane_multi_rowcount):
+            # unreachable under our locks; kept as the last line of defence (the transaction rolls back)
+            raise Conflict("runs changed state concurrently; try again")
+        insert_events(conn, self.events)
 
 
-def _check_allowed(current: Run, to_state: str, expect: Collection[str] | None) -> None:
+def _refusal(current: Run, request: TransitionRequest) -> str | None:
+    """Why ``request`` may not change ``current``, in words; None if it may."""
+    to_state, expect = request.to_state, request.expect
     if expect is not None and current.state not in expect:
-        wanted = " or ".join(sorted(expect))
-        raise Conflict(f"run {current.id} is {current.state}, not {wanted}")
+        return f"run {current.id} is {current.state}, not {' or '.join(sorted(expect))}"
     if current.state in TERMINAL:
-        raise Conflict(f"run {current.id} is already {current.state}; a finished run cannot change")
+        return f"run {current.id} is already {current.state}; a finished run cannot change"
     if not can_transition(current.state, to_state):
-        raise Conflict(f"run {current.id} is {current.state} and cannot become {to_state}")
+        return f"run {current.id} is {current.state} and cannot become {to_state}"
+    for name, wanted in request.match.items():
+        actual = getattr(current, name)
+        if actual != wanted:
+            return f"run {current.id} has {name} {actual!r}, not {wanted!r}"
+    return None
+
+
+def _as_stored(values: dict[str, Any]) -> dict[str, Any]:
+    """Values as a read would return them: times in UTC (the store keeps no zone).
+    Naive times stay naive, so that writing them fails as it always has."""
+    return {k: v.astimezone(UTC) if isinstance(v, datetime) and v.tzinfo else v for k, v in values.items()}
 
 
 def _implied_values(current: Run, to_state: str, reason: str, now: datetime) -> dict[str, Any]:

@@ -1,8 +1,11 @@
-"""Starting a claimed run: render its job, launch it, mark it Running.
+"""Starting claimed runs: render their jobs, launch them, mark them Running.
 
-Called by ``LocalWorker`` for each run it claimed (state Pending). Each way a
-start can fail ends the attempt in a plain-words state, so no claimed run is
-left Pending:
+Called by ``LocalWorker`` with the runs one claim returned (state Pending).
+The jobs are rendered from deployments and pools read once for the whole
+claim (``ResourceCache``), started one after the other, and then recorded
+in one store transaction: every started run becomes Running, every run that
+could not start ends its attempt. Each way a start can fail ends the attempt
+in a plain-words state, so no claimed run is left Pending:
 
 * the job does not render (bad parameters, a deployment deleted since the
   claim): Failed, never retried, since the same inputs render the same way;
@@ -10,27 +13,50 @@ left Pending:
   created): Failed, retried per the deployment's ``retries`` like any failure
   (a missing mount or executable may be back by the next attempt);
 * the run changed while we launched (a cancel arrived): the job is kept and
-  stopped by the next cancel pass, or killed if the run is no longer ours.
+  stopped by the next cancel pass, or killed if the run is no longer ours
+  (``settle_lost``).
+
+If the store fails while the starts are recorded, every job just started is
+killed: a job nobody supervises must not run on. Its run stays Pending until
+its lease runs out and recovery moves it on.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from orchestra.errors import InvalidInput, NotFound, StoreError
 from orchestra.jobs.template import RenderedJob
-from orchestra.reconcile.jobs import prepare_job
-from orchestra.runners.base import LaunchError, RunHandle, Runner
+from orchestra.runners.base import LaunchError, Runner
 from orchestra.store import CANCELLING, FAILED, PENDING, RUNNING, Run, Store
 from orchestra.workers.outcomes import grace_seconds, label
-from orchestra.workers.reporting import finish, move, note
+from orchestra.workers.rendering import render_run
+from orchestra.workers.reporting import Move, apply_moves, finish_request, move_request, note
+from orchestra.workers.resource_cache import ResourceCache
 from orchestra.workers.supervision import Supervised
 
 log = logging.getLogger("orchestra.worker")
+
+
+@dataclass
+class Launched:
+    """What became of one claim's runs: jobs whose runs are Running (or were
+    cancelled while starting), and jobs whose runs changed under them."""
+
+    running: list[Supervised] = field(default_factory=list)
+    lost: list[Supervised] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A job that runs, and what it was rendered as (to be stored on its run)."""
+
+    entry: Supervised
+    rendered: RenderedJob
 
 
 @dataclass(frozen=True)
@@ -45,11 +71,54 @@ class Launcher:
     def log_path(self, run_id: str) -> Path:
         return self.log_dir / f"{run_id}.log"
 
-    def launch(self, run: Run, runner: Runner, now: datetime) -> Supervised | None:
-        """Start the job of the Pending ``run``; the job's ``Supervised`` if one now runs."""
-        rendered = self._render(run, now)
-        if rendered is None:
-            return None
+    def launch(self, runs: Sequence[Run], runner: Runner, now: datetime, resources: ResourceCache) -> Launched:
+        """Start the jobs of the Pending ``runs``; record them all in one transaction."""
+        resources.prefetch(run.deployment for run in runs)  # before any job starts: a store error here leaks none
+        started: list[_Started] = []
+        ended: list[Move] = []
+        try:
+            for run in runs:
+                outcome = self._start(run, runner, now, resources)
+                if isinstance(outcome, _Started):
+                    started.append(outcome)
+                else:
+                    ended.append(outcome)
+            return self._record(started, ended)
+        except BaseException:
+            for job in started:
+                job.entry.handle.kill()
+            raise
+
+    def settle_lost(self, lost: Sequence[Supervised]) -> list[Supervised]:
+        """Runs that changed between claim and start: keep each job whose run is
+        ours and being cancelled (the cancel pass stops it), kill the others."""
+        if not lost:
+            return []
+        try:
+            current = self.store.get_runs([entry.run.id for entry in lost])
+        except BaseException:
+            for entry in lost:
+                entry.handle.kill()
+            raise
+        kept = []
+        for entry in lost:
+            now_stored = current.get(entry.run.id)
+            if now_stored is not None and now_stored.state == CANCELLING and now_stored.worker == self.worker_id:
+                entry.run = now_stored
+                kept.append(entry)
+            else:
+                log.warning("%s: changed while its job started (now %s); killing the job", label(entry.run),
+                            now_stored.state if now_stored else "deleted")
+                entry.handle.kill()
+        return kept
+
+    def _start(self, run: Run, runner: Runner, now: datetime,
+               resources: ResourceCache) -> _Started | Move:
+        """The started job, or the move that ends the attempt of a run that cannot start."""
+        rendered = self._render(run, resources)
+        if not isinstance(rendered, RenderedJob):
+            note(self.log_path(run.id), f"attempt {run.attempt} of {run.max_attempts}: {rendered}")
+            return finish_request(run, FAILED, rendered, now, retry=False)
         path = self.log_path(run.id)
         note(path, f"attempt {run.attempt} of {run.max_attempts} started at {now.isoformat()}")
         try:
@@ -60,63 +129,40 @@ class Launcher:
             log.exception("%s: starting the job failed", label(run))
             reason = f"cannot start the job (internal error): {err!r}"
         else:
-            entry = Supervised(run, handle, now, grace_seconds(rendered.job), path)
-            return self._mark_running_or_kill(entry, rendered, now)
+            return _Started(Supervised(run, handle, now, grace_seconds(rendered.job), path), rendered)
         note(path, reason)
-        finish(self.store, run, FAILED, reason, now)
-        return None
+        return finish_request(run, FAILED, reason, now)
 
-    def _render(self, run: Run, now: datetime) -> RenderedJob | None:
-        """The run's job, or None after failing the run for good (a render error is
+    def _render(self, run: Run, resources: ResourceCache) -> RenderedJob | str:
+        """The run's job, or why it cannot be rendered (a render error is
         deterministic: retrying the same inputs cannot help)."""
-        # The slot, not the retry's due time: every attempt of a slot sees the same
-        # ORCHESTRA_SCHEDULED_TIME, so a job keyed on it stays idempotent across retries.
-        scheduled = (run.slot_time or run.scheduled_time).isoformat()
         try:
-            return prepare_job(self.store, run.deployment, parameters=run.parameters,
-                               job_variables=run.job_variables, run_id=run.id,
-                               scheduled_time=scheduled, python=self.python).rendered
+            deployment = resources.deployment(run.deployment)
+            return render_run(deployment, resources.pool(deployment.spec["pool"]), run, self.python)
         except (InvalidInput, NotFound) as err:
-            reason = f"cannot render the job: {err}"
+            return f"cannot render the job: {err}"
         except StoreError:
             raise  # infrastructure: the lease runs out and the run is recovered
         except Exception as err:  # a bug must not leave the run Pending forever
             log.exception("%s: rendering the job failed", label(run))
-            reason = f"cannot render the job (internal error): {err!r}"
-        note(self.log_path(run.id), f"attempt {run.attempt} of {run.max_attempts}: {reason}")
-        finish(self.store, run, FAILED, reason, now, retry=False)
-        return None
+            return f"cannot render the job (internal error): {err!r}"
 
-    def _mark_running_or_kill(self, entry: Supervised, rendered: RenderedJob, now: datetime) -> Supervised | None:
-        try:
-            return self._mark_running(entry, rendered, now)
-        except BaseException:  # the store failed: a job nobody supervises must not run on
-            entry.handle.kill()
-            raise
+    def _record(self, started: list[_Started], ended: list[Move]) -> Launched:
+        """One transaction: started runs become Running, the others end their attempt."""
+        moves = [self._running_move(job) for job in started] + ended
+        results = apply_moves(self.store, moves)
+        launched = Launched()
+        for job, running in zip(started, results, strict=False):  # the results of ``ended`` follow
+            if running is not None:
+                job.entry.run = running
+                launched.running.append(job.entry)
+            else:
+                launched.lost.append(job.entry)
+        return launched
 
-    def _mark_running(self, entry: Supervised, rendered: RenderedJob, now: datetime) -> Supervised | None:
-        run, handle = entry.run, entry.handle
-        fields: dict[str, Any] = {
-            "job": rendered.job, "variables_patch": rendered.variables_patch,
-            "runner_ident": handle.ident, "start_time": run.start_time or now,
-        }
-        running = move(self.store, run, RUNNING, f"started by {self.worker_id}", expect={PENDING}, **fields)
-        if running is not None:
-            entry.run = running
-            return entry
-        return self._after_lost_start(entry, handle)
-
-    def _after_lost_start(self, entry: Supervised, handle: RunHandle) -> Supervised | None:
-        """The run changed between claim and start: keep the job if the run is
-        ours and being cancelled (the cancel pass stops it), else kill it."""
-        try:
-            current = self.store.get_run(entry.run.id)
-        except NotFound:
-            current = None
-        if current is not None and current.state == CANCELLING and current.worker == self.worker_id:
-            entry.run = current
-            return entry
-        log.warning("%s: changed while its job started (now %s); killing the job", label(entry.run),
-                    current.state if current else "deleted")
-        handle.kill()
-        return None
+    def _running_move(self, job: _Started) -> Move:
+        run, rendered = job.entry.run, job.rendered
+        return move_request(run, RUNNING, f"started by {self.worker_id}", expect={PENDING},
+                            match={"worker": self.worker_id, "attempt": run.attempt}, job=rendered.job,
+                            variables_patch=rendered.variables_patch, runner_ident=job.entry.handle.ident,
+                            start_time=run.start_time or job.entry.started)

@@ -41,7 +41,8 @@ from orchestra.workers.outcomes import (
     seconds_text,
 )
 from orchestra.workers.recovery import recover_runs
-from orchestra.workers.reporting import finish, move, note
+from orchestra.workers.reporting import Move, apply_moves, finish, finish_request, move_request, note
+from orchestra.workers.resource_cache import ResourceCache
 from orchestra.workers.supervision import Supervised, request_stop, watch_end
 
 __all__ = ["LocalWorker", "worker_identity"]
@@ -67,12 +68,14 @@ class LocalWorker:
         self.lease_seconds = lease_seconds
         self.on_change = on_change  # public: the daemon sets it once it exists
         self._launcher = Launcher(store, worker_id, Path(log_dir), python)
+        self._resources = ResourceCache(store)
         self._jobs: dict[str, Supervised] = {}
         self._next_renewal: datetime | None = None
         self._next_orphan_check: datetime | None = None
         self._ended = threading.Event()
         self._closing = False
         self._warned: set[str] = set()
+        self._idle_before = True  # no job of ours ran when this pass began
 
     def log_path(self, run_id: str) -> Path:
         return self._launcher.log_path(run_id)
@@ -86,6 +89,8 @@ class LocalWorker:
 
     def step(self, now: datetime) -> datetime | None:
         """One pass (see the module docstring); when the next pass is needed, None if never."""
+        self._resources.refresh()
+        self._idle_before = not self._jobs  # before ends are recorded: see ``_start``
         self._supervise(now)
         waits: list[datetime] = []
         if not self._closing:
@@ -117,11 +122,38 @@ class LocalWorker:
         self._renew_leases(now)
 
     def _record_ended(self, now: datetime) -> None:
-        for run_id, entry in list(self._jobs.items()):
-            code = entry.handle.poll()
-            if code is not None:
-                self._record_exit(entry, code, now)
-                del self._jobs[run_id]  # only once recorded: a store error retries on the next pass
+        """Record every job that ended since the last pass, all in one transaction.
+
+        Each outcome is decided from the run as this worker last saw it, and
+        stored only if the run is still in that state under this worker and
+        attempt (compare-and-set). A run that changed meanwhile (a cancel
+        landed) is re-read and re-decided, one by one: the rare case.
+        """
+        ended = [(entry, code) for entry in self._jobs.values() if (code := entry.handle.poll()) is not None]
+        if not ended:
+            return
+        moves = [self._end_move(entry, code, now) for entry, code in ended]
+        changed = []
+        for (entry, code), moved in zip(ended, apply_moves(self.store, moves), strict=True):
+            if moved is None:
+                changed.append((entry, code))
+                continue
+            self._noted_end(entry, moved)
+            del self._jobs[entry.run.id]
+        for entry, code in changed:
+            self._record_exit(entry, code, now)
+            del self._jobs[entry.run.id]  # only once recorded: a store error retries on the next pass
+
+    def _end_move(self, entry: Supervised, code: int, now: datetime) -> Move:
+        run = entry.run
+        outcome, reason = finish_outcome(run.state, code, entry.stop, run.timeout_seconds)
+        return finish_request(run, outcome, reason, now, exit_code=code,
+                              match={"worker": self.worker_id, "attempt": run.attempt})
+
+    @staticmethod
+    def _noted_end(entry: Supervised, moved: Run) -> None:
+        attempt = f"attempt {entry.run.attempt} of {entry.run.max_attempts}"
+        note(entry.log_path, f"{attempt} ended: {moved.state_reason}")
 
     def _record_exit(self, entry: Supervised, code: int, now: datetime) -> None:
         """Record the attempt's outcome, re-deciding if the run changed meanwhile (a cancel)."""
@@ -132,8 +164,7 @@ class LocalWorker:
             outcome, reason = finish_outcome(current.state, code, entry.stop, current.timeout_seconds)
             moved = finish(self.store, current, outcome, reason, now, exit_code=code)
             if moved is not None:
-                attempt = f"attempt {current.attempt} of {current.max_attempts}"
-                note(entry.log_path, f"{attempt} ended: {moved.state_reason}")
+                self._noted_end(entry, moved)
                 return
         log.warning("%s: kept changing while its end (code %s) was recorded; left to recovery",
                     label(entry.run), code)
@@ -153,14 +184,20 @@ class LocalWorker:
 
     def _handle_cancels(self, now: datetime) -> None:
         """Stop the jobs of runs someone asked to cancel; finish cancels of runs without a job."""
+        jobless: list[Move] = []
         for run in self.store.runs_in_states(CANCELLING, worker=self.worker_id):
             entry = self._jobs.get(run.id)
             if entry is None:
-                move(self.store, run, CANCELLED, CANCELLED_BY_REQUEST, end_time=now)
-            elif entry.stop is None:
+                jobless.append(move_request(run, CANCELLED, CANCELLED_BY_REQUEST, end_time=now))
+                continue
+            if run.attempt == entry.run.attempt:
+                entry.run = run  # so that its end is recorded as the cancel it is, without a re-read
+            if entry.stop is None:
                 log.info("%s: cancel requested; stopping its job (grace %s)", label(run),
                          seconds_text(entry.grace))
                 request_stop(entry, CANCEL)
+        if jobless:
+            apply_moves(self.store, jobless)
 
     def _enforce_timeouts(self, now: datetime) -> None:
         for entry in self._jobs.values():
@@ -208,7 +245,7 @@ class LocalWorker:
 
     def _served_pools(self) -> list[tuple[str, Runner]]:
         """(pool, runner) for every pool this worker serves that exists and has a runner."""
-        pools = self.store.list_resources("WorkPool")
+        pools = self._resources.pools()
         if self.pools is not None:
             pools = [p for p in pools if p.name in self.pools]
             for name in sorted(self.pools - {p.name for p in pools}):
@@ -231,9 +268,11 @@ class LocalWorker:
             return [due] if due else []
         claimed = self.store.claim_runs(pool, now=now, worker=self.worker_id, max_count=CLAIM_BATCH,
                                         lease_seconds=self.lease_seconds)
-        for run in claimed:
-            log.info("%s: Scheduled -> Pending (%s)", label(run), run.state_reason)
-            self._start(run, runner, now)
+        if log.isEnabledFor(logging.INFO):  # label() for hundreds of runs only when shown
+            for run in claimed:
+                log.info("%s: Scheduled -> Pending (%s)", label(run), run.state_reason)
+        if claimed:
+            self._start(claimed, runner, now)
         if len(claimed) == CLAIM_BATCH:
             return [now]  # there may be more, and room for them
         due = self.store.next_due_time(pool)
@@ -243,11 +282,24 @@ class LocalWorker:
         # wakes us anyway; the poll covers limits freed by other workers.
         return [due if due > now else now + timedelta(seconds=BLOCKED_POLL)]
 
-    def _start(self, run: Run, runner: Runner, now: datetime) -> None:
-        entry = self._launcher.launch(run, runner, now)
-        if entry is None:
-            return
-        self._jobs[run.id] = entry
+    def _start(self, claimed: list[Run], runner: Runner, now: datetime) -> None:
+        """Start the claimed runs; each wave is recorded Running in one write.
+
+        When no job of ours ran, the first run is a wave of its own: the first
+        run due at a boundary is then recorded as started without waiting for
+        the others' starts (a few milliseconds each), at the price of one more
+        write at the start of a burst, never while one drains.
+        """
+        waves = [claimed[:1], claimed[1:]] if self._idle_before and len(claimed) > 1 else [claimed]
+        for wave in waves:
+            launched = self._launcher.launch(wave, runner, now, self._resources)
+            for entry in launched.running:
+                self._supervise_job(entry, now)
+            for entry in self._launcher.settle_lost(launched.lost):
+                self._supervise_job(entry, now)
+
+    def _supervise_job(self, entry: Supervised, now: datetime) -> None:
+        self._jobs[entry.run.id] = entry
         if self._next_renewal is None:
             self._next_renewal = now + timedelta(seconds=self.lease_seconds / 3)
         watch_end(entry, self._job_ended)
@@ -271,11 +323,15 @@ class LocalWorker:
 
     def _cancel_all(self, now_fn: Callable[[], datetime]) -> None:
         """Grace is over: cancel every job still running and record it Cancelled."""
-        for entry in self._jobs.values():
-            if entry.stop is None:  # jobs already stopping (cancel, timeout) keep their reason
-                moved = move(self.store, entry.run, CANCELLING, SHUTTING_DOWN, expect={RUNNING})
-                entry.run = moved or entry.run
+        stopping = [entry for entry in self._jobs.values() if entry.stop is None]  # the others keep their reason
+        moves = [move_request(entry.run, CANCELLING, SHUTTING_DOWN, expect={RUNNING}) for entry in stopping]
+        try:
+            moved = apply_moves(self.store, moves) if moves else []
+        finally:  # even if the store is gone: the jobs must stop
+            for entry in stopping:
                 request_stop(entry, SHUTDOWN)
+        for entry, run in zip(stopping, moved, strict=True):
+            entry.run = run or entry.run
         for entry in list(self._jobs.values()):
             if entry.stopper is not None:
                 entry.stopper.join(entry.grace + STOP_JOIN_MARGIN)

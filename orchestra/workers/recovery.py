@@ -10,9 +10,10 @@ lease expired (a worker anywhere stopped renewing). For each orphan:
 2. the run moves on and is never left active: Cancelling -> Cancelled (the
    cancel is done now), else a retry when attempts remain, else Crashed.
 
-Safe to run twice and in two daemons at once: the run is re-read and checked
-to be the same attempt under the same worker just before, and every change
-is a compare-and-set on its state; a ``Conflict`` means another daemon won.
+Safe to run twice and in two daemons at once: every change is a
+compare-and-set on the run's state, worker and attempt as they were when the
+orphan was found; a ``Conflict`` means another daemon (or the run itself)
+moved on first.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from orchestra.errors import NotFound
 from orchestra.runners.base import Runner
 from orchestra.store import CANCELLED, CANCELLING, CRASHED, SCHEDULED, Run, Store
 from orchestra.workers.identity import local_worker_alive
 from orchestra.workers.outcomes import label
-from orchestra.workers.reporting import move
+from orchestra.workers.reporting import Move, apply_moves, move_request
 
 log = logging.getLogger("orchestra.worker")
 
@@ -43,49 +43,37 @@ def orphan_cause(run: Run, now: datetime) -> str | None:
 
 
 def recover_runs(store: Store, runners: Mapping[str, Runner], runs: Iterable[Run], now: datetime) -> list[str]:
-    """Recover each orphan among ``runs``; the ids of the runs this call moved on."""
+    """Recover each orphan among ``runs``; the ids of the runs this call moved on.
+
+    What the orphans left running is killed first, one by one; then every
+    orphan is moved on in one store transaction.
+    """
     orphans = [(run, cause) for run in runs if (cause := orphan_cause(run, now)) is not None]
     if not orphans:
         return []
     pool_types = {p.name: p.spec.get("type") for p in store.list_resources("WorkPool")}
-    recovered = []
-    for run, cause in orphans:
-        candidates = _runners_for(runners, pool_types.get(run.pool))
-        if recover_run(store, candidates, run, cause, now):
-            recovered.append(run.id)
-    return recovered
+    moves = [recovery_move(_runners_for(runners, pool_types.get(run.pool)), run, cause, now)
+             for run, cause in orphans]
+    return [run.id for (run, _), moved in zip(orphans, apply_moves(store, moves), strict=True) if moved]
 
 
-def recover_run(store: Store, runners: list[Runner], run: Run, cause: str, now: datetime) -> bool:
-    """Kill what ``run``'s attempt left running, then move the run on; False if
-    someone else already did (or the run moved on by itself)."""
-    current = _same_attempt(store, run)
-    if current is None:
-        return False
-    reaped = _reap(runners, current)
-    if current.state == CANCELLING:
-        moved = move(store, current, CANCELLED, f"{cause} while cancelling", end_time=now)
-    elif current.attempt < current.max_attempts:
-        reason = f"crashed: {cause}; retry {current.attempt + 1}/{current.max_attempts}"
-        moved = move(store, current, SCHEDULED, reason, attempt=current.attempt + 1, scheduled_time=now)
-    else:
-        reason = f"{cause}; process killed" if reaped else cause
-        moved = move(store, current, CRASHED, reason, end_time=now)
-    return moved is not None
+def recovery_move(runners: list[Runner], run: Run, cause: str, now: datetime) -> Move:
+    """Kill what the orphaned attempt left running; the move that takes its run on.
 
-
-def _same_attempt(store: Store, run: Run) -> Run | None:
-    """The run as stored now, if it is still the orphaned attempt we were shown.
-
-    The state alone is not enough: a run recovered and claimed again by
-    someone else may be Pending again, under another worker or attempt.
+    The move applies only while the run is still the attempt we were shown:
+    the same state, worker and attempt, compared in the store's transaction
+    (the state alone is not enough: a run recovered and claimed again by
+    someone else may be Pending again, under another worker or attempt).
     """
-    try:
-        current = store.get_run(run.id)
-    except NotFound:
-        return None
-    same = (current.state, current.worker, current.attempt) == (run.state, run.worker, run.attempt)
-    return current if same else None
+    reaped = _reap(runners, run)
+    match = {"worker": run.worker, "attempt": run.attempt}
+    if run.state == CANCELLING:
+        return move_request(run, CANCELLED, f"{cause} while cancelling", match=match, end_time=now)
+    if run.attempt < run.max_attempts:
+        reason = f"crashed: {cause}; retry {run.attempt + 1}/{run.max_attempts}"
+        return move_request(run, SCHEDULED, reason, match=match, attempt=run.attempt + 1, scheduled_time=now)
+    reason = f"{cause}; process killed" if reaped else cause
+    return move_request(run, CRASHED, reason, match=match, end_time=now)
 
 
 def _runners_for(runners: Mapping[str, Runner], pool_type: str | None) -> list[Runner]:

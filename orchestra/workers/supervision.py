@@ -2,8 +2,9 @@
 
 ``LocalWorker`` keeps one ``Supervised`` per started job. Two kinds of small
 daemon threads exist, both only for jobs that run (never for queued runs):
-a waiter per job, blocked in ``handle.wait()``, which wakes the daemon loop
-the moment the job ends; and a stopper while a job is being cancelled or
+a waiter per running job, blocked in ``handle.wait()``, which wakes the
+daemon loop the moment the job ends (waiter threads are reused from job to
+job, see ``WaiterPool``); and a stopper while a job is being cancelled or
 timed out, because ``terminate`` blocks for the grace period and the loop
 must not. The threads touch nothing but the handle and the callback; every
 state change is made by the loop's thread, in ``LocalWorker.step``.
@@ -12,6 +13,7 @@ state change is made by the loop's thread, in ``LocalWorker.step``.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +29,8 @@ log = logging.getLogger("orchestra.worker")
 
 @dataclass
 class Supervised:
-    """A job this worker started for ``run`` (as it stood once the job started)."""
+    """A job this worker started for ``run``: the run as last seen (once the job
+    started, or once a cancel was noticed), which is what its end is compared with."""
 
     run: Run
     handle: RunHandle
@@ -45,19 +48,68 @@ class Supervised:
         return self.started + timedelta(seconds=self.run.timeout_seconds)
 
 
-def watch_end(entry: Supervised, on_end: Callable[[], None]) -> threading.Thread:
-    """Start the waiter thread: ``on_end()`` as soon as the job has ended."""
+class WaiterPool:
+    """Daemon threads that block in ``handle.wait()``, reused from job to job.
+
+    A thread per job, started and ended with the job, cost a thread start for
+    every run: in a burst of short jobs the loop spent more time starting
+    waiters than recording runs. Here a thread that saw its job end waits
+    for the next one, so a new thread starts only while every existing one
+    is busy, and one left idle for ``IDLE_EXIT`` seconds ends.
+    """
+
+    IDLE_EXIT = 60.0
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads between two tasks, not yet promised to one
+
+    @property
+    def idle(self) -> int:
+        """Threads waiting for a job (for tests)."""
+        return self._idle
+
+    def submit(self, task: Callable[[], None]) -> None:
+        self._tasks.put(task)
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # an idle thread takes it
+                return
+        threading.Thread(target=self._serve, name="orchestra-wait", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get(timeout=self.IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # no task was promised to this thread: end it
+                        self._idle -= 1
+                        return
+                continue  # a task is promised to us and on its way
+            task()
+            with self._lock:
+                self._idle += 1
+
+
+_waiters = WaiterPool()  # shared by every worker of the process
+
+
+def watch_end(entry: Supervised, on_end: Callable[[], None]) -> None:
+    """Have a waiter thread call ``on_end()`` as soon as the job has ended."""
 
     def wait() -> None:
         try:
             entry.handle.wait()
         except Exception:  # a broken handle must still wake the loop, which polls it
             log.exception("%s: waiting for the job failed", label(entry.run))
-        on_end()
+        try:
+            on_end()
+        except Exception:  # the waiter thread serves other jobs next
+            log.exception("%s: end callback failed", label(entry.run))
 
-    thread = threading.Thread(target=wait, name=f"orchestra-wait-{entry.run.id[:12]}", daemon=True)
-    thread.start()
-    return thread
+    _waiters.submit(wait)
 
 
 def request_stop(entry: Supervised, why: str) -> None:
