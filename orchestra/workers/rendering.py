@@ -1,12 +1,11 @@
 """A claimed run's job, rendered from the deployment and pool the worker already holds.
 
 ``Launcher`` calls ``render_run`` for every run it starts, with resources
-from ``ResourceCache``, so rendering costs no store read. It follows
-``reconcile.jobs.prepare_job`` (what ``orchestra render`` and manual runs
-use) step for step: parameter defaults overlaid by the run's own and checked
-against the schema, then the pure ``jobs.template.render_job``. It cannot
-call it: workers and reconcile are independent layers (``.importlinter``).
-``tests/test_worker_local.py`` checks that both render the same job.
+from ``ResourceCache``, so rendering costs no store read. ``render_with``
+is the one place a job is rendered from stored resources: parameter defaults
+overlaid by the run's own and checked against the schema, then the pure
+``jobs.template.render_job``; ``reconcile.jobs.prepare_job`` (``orchestra
+render``, manual runs) calls it too.
 """
 
 from __future__ import annotations
@@ -23,20 +22,36 @@ from orchestra.store import Run, StoredResource
 
 def render_run(deployment: StoredResource, pool: StoredResource, run: Run, python: str) -> RenderedJob:
     """The job of ``run``; ``InvalidInput`` when its parameters or job variables do not fit."""
-    parameters = {**(deployment.spec.get("parameters") or {}), **run.parameters}
+    # The slot, not the retry's due time: every attempt of a slot sees the same
+    # ORCHESTRA_SCHEDULED_TIME, so a job keyed on it stays idempotent across retries.
+    scheduled = (run.slot_time or run.scheduled_time).isoformat()
+    return render_with(deployment, pool, parameters=run.parameters, job_variables=run.job_variables,
+                       run_id=run.id, scheduled_time=scheduled, python=python)[1]
+
+
+def run_parameters(deployment: StoredResource, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Defaults overlaid by the run's own parameters, checked against the schema."""
+    parameters = {**(deployment.spec.get("parameters") or {}), **overrides}
     schema = deployment.spec.get("parameterSchema")
     if schema is not None:
         errors = validate_parameters(schema, parameters)
         if errors:
             raise InvalidInput(errors, "parameter")
-    # The slot, not the retry's due time: every attempt of a slot sees the same
-    # ORCHESTRA_SCHEDULED_TIME, so a job keyed on it stays idempotent across retries.
-    scheduled = (run.slot_time or run.scheduled_time).isoformat()
+    return parameters
+
+
+def render_with(deployment: StoredResource, pool: StoredResource, *, parameters: dict[str, Any],
+                job_variables: dict[str, Any] | None, run_id: str, scheduled_time: str | None,
+                python: str) -> tuple[dict[str, Any], RenderedJob]:
+    """The run's final parameters and its rendered job; ``InvalidInput`` when they do not fit."""
+    final = run_parameters(deployment, parameters)
     try:
-        return render_job(pool_template(pool.spec), _document(deployment), parameters=parameters,
-                          job_variables=run.job_variables, run_id=run.id, scheduled_time=scheduled, python=python)
+        rendered = render_job(pool_template(pool.spec), _document(deployment), parameters=final,
+                              job_variables=job_variables, run_id=run_id, scheduled_time=scheduled_time,
+                              python=python)
     except FieldError as error:
         raise InvalidInput([error], "job") from None
+    return final, rendered
 
 
 def _document(resource: StoredResource) -> dict[str, Any]:
