@@ -13,7 +13,7 @@ import os
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -57,13 +57,12 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
     server = _api_server(app.store, app, list(paths), prune, host, port, api_token_file) if api else None
     root = spec_root(list(paths))
     settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace)
-    from orchestra.runners.process import ProcessRunner  # only the daemon needs runners and workers
-    from orchestra.workers.local import LocalWorker, worker_identity
+    from orchestra.workers.local import LocalWorker, worker_identity  # only the daemon needs workers
 
     worker = None
     if workers != "none":
         pools = None if workers == "all" else [p.strip() for p in workers.split(",") if p.strip()]
-        worker = LocalWorker(app.store, runners={"process": ProcessRunner(root.resolve())}, pools=pools,
+        worker = LocalWorker(app.store, runners=_runners(root.resolve()), pools=pools,
                              worker_id=worker_identity(), log_dir=app.settings.state_dir / "logs")
     instance = Daemon(app.store, worker, settings)
     if worker is not None:
@@ -114,6 +113,20 @@ def _api_token(token_file: Path | None) -> str | None:
     if value is not None and not value.strip():
         raise click.ClickException(f"{TOKEN_ENV} is set but empty; unset it or give a token")
     return value.strip() if value else None
+
+
+def _runners(base_dir: Path) -> dict[str, Any]:
+    """A runner per pool type this machine can serve; docker only with the Docker SDK installed."""
+    from orchestra.runners.process import ProcessRunner
+
+    runners: dict[str, Any] = {"process": ProcessRunner(base_dir)}
+    try:
+        from orchestra.runners.docker import DockerRunner
+    except ImportError:
+        log.warning("the Docker SDK is not installed (pip install 'orchestra[docker]'): docker pools are not served")
+    else:
+        runners["docker"] = DockerRunner(base_dir)
+    return runners
 
 
 def _duration(text: str, option: str) -> float:

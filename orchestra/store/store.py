@@ -205,6 +205,13 @@ class Store:
         with self._db.write() as conn:
             return transitions.renew_lease(conn, worker, run_ids, until)
 
+    def take_over(self, run_id: str, *, from_worker: str | None, attempt: int, worker: str,
+                  lease_until: datetime, reason: str) -> Run | None:
+        """Give an active run to another worker (adoption); None if it moved on meanwhile."""
+        with self._db.write() as conn:
+            return transitions.take_over(conn, run_id, from_worker=from_worker, attempt=attempt, worker=worker,
+                                         lease_until=lease_until, reason=reason, now=self._clock())
+
     def expired_leases(self, now: datetime) -> list[Run]:
         with self._db.read() as conn:
             return transitions.expired_leases(conn, now)

@@ -236,6 +236,25 @@ def renew_lease(conn: Connection, worker: str, run_ids: Collection[str], until: 
     return set(conn.execute(statement).scalars())
 
 
+def take_over(conn: Connection, run_id: str, *, from_worker: str | None, attempt: int, worker: str,
+              lease_until: datetime, reason: str, now: datetime) -> Run | None:
+    """Hand an active run to ``worker`` without a state change (a job that outlived its
+    worker, adopted by another); None if the run is no longer that worker's attempt."""
+    statement = (
+        runs.update()
+        .where(_C.id == run_id, _C.worker.is_(None) if from_worker is None else _C.worker == from_worker,
+               _C.attempt == attempt, _C.state.in_(sorted(ACTIVE)))
+        .values(worker=worker, lease_expires_at=lease_until)
+        .returning(*runs.c)
+    )
+    row = conn.execute(statement).first()
+    if row is None:
+        return None
+    run = to_run(row)
+    write_events(conn, [(run, run.state)], now, reason)
+    return run
+
+
 def expired_leases(conn: Connection, now: datetime) -> list[Run]:
     """Active runs whose worker stopped renewing: candidates for adoption or Crashed."""
     query = (

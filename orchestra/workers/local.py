@@ -40,6 +40,7 @@ from orchestra.workers.outcomes import (
     label,
     seconds_text,
 )
+from orchestra.workers.adoption import adopt_orphans
 from orchestra.workers.recovery import recover_runs
 from orchestra.workers.reporting import Move, apply_moves, finish, finish_request, move_request, note
 from orchestra.workers.resource_cache import ResourceCache
@@ -85,7 +86,17 @@ class LocalWorker:
     def recover(self, now: datetime) -> list[str]:
         """Move on the runs dead workers left active (see ``recovery``); their ids."""
         runs = [run for run in self.store.active_runs() if run.id not in self._jobs]
-        return recover_runs(self.store, self.runners, runs, now)
+        adopted, left = self._adopt(runs, now)
+        return adopted + recover_runs(self.store, self.runners, left, now)
+
+    def _adopt(self, runs: list[Run], now: datetime) -> tuple[list[str], list[Run]]:
+        """Follow again the jobs that outlived their worker (containers); the ids adopted and
+        the runs left for crash recovery."""
+        adopted, left = adopt_orphans(self.store, self.runners, runs, now, worker=self.worker_id,
+                                      lease_seconds=self.lease_seconds, log_path=self.log_path)
+        for entry in adopted:
+            self._supervise_job(entry, now)
+        return [entry.run.id for entry in adopted], left
 
     def step(self, now: datetime) -> datetime | None:
         """One pass (see the module docstring); when the next pass is needed, None if never."""
@@ -241,7 +252,7 @@ class LocalWorker:
             return
         self._next_orphan_check = now + timedelta(seconds=self.lease_seconds / 3)
         expired = [run for run in self.store.expired_leases(now) if run.id not in self._jobs]
-        recover_runs(self.store, self.runners, expired, now)
+        recover_runs(self.store, self.runners, self._adopt(expired, now)[1], now)
 
     def _served_pools(self) -> list[tuple[str, Runner]]:
         """(pool, runner) for every pool this worker serves that exists and has a runner."""

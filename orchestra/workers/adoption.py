@@ -1,0 +1,64 @@
+"""Jobs that outlive their daemon: follow them again instead of crashing their runs.
+
+A container keeps running when the daemon that started it dies; DESIGN.md
+asks that the next daemon adopt it (find it by its ident, carry on streaming
+its log, record its end) rather than start the attempt again. ``LocalWorker``
+calls ``adopt_orphans`` before the crash recovery of ``recovery``; runners
+without an ``adopt`` method (process jobs never outlive their daemon) adopt
+nothing, and their orphans are recovered as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from orchestra.runners.base import Runner
+from orchestra.store import CANCELLING, RUNNING, Run, Store
+from orchestra.workers.outcomes import grace_seconds, label
+from orchestra.workers.recovery import orphan_cause
+from orchestra.workers.supervision import Supervised
+
+log = logging.getLogger("orchestra.worker")
+
+
+def adopt_orphans(store: Store, runners: Mapping[str, Runner], runs: list[Run], now: datetime, *, worker: str,
+                  lease_seconds: float, log_path: Callable[[str], Path]) -> tuple[list[Supervised], list[Run]]:
+    """The orphans this worker now supervises, and the runs left for crash recovery."""
+    pool_types = {p.name: p.spec.get("type") for p in store.list_resources("WorkPool")}
+    adopted: list[Supervised] = []
+    left: list[Run] = []
+    for run in runs:
+        runner = runners.get(pool_types.get(run.pool) or "")
+        outcome = _adopt(store, runner, run, now, worker, lease_seconds, log_path(run.id))
+        if isinstance(outcome, Supervised):
+            adopted.append(outcome)
+        elif outcome is None:
+            left.append(run)
+    return adopted, left
+
+
+def _adopt(store: Store, runner: Runner | None, run: Run, now: datetime, worker: str, lease_seconds: float,
+           path: Path) -> Supervised | bool | None:
+    """A supervised job; None to recover the run as crashed; False to leave it for the next check."""
+    adopt = getattr(runner, "adopt", None)
+    cause = orphan_cause(run, now)
+    if adopt is None or cause is None or not run.runner_ident or run.state not in (RUNNING, CANCELLING):
+        return None
+    try:
+        handle = adopt(run.runner_ident, path, run_id=run.id)
+    except Exception as exc:  # the engine cannot be asked now: neither adopt nor crash the run yet
+        log.warning("%s: cannot check its job %s now: %s", label(run), run.runner_ident, exc)
+        return False
+    if handle is None:
+        return None
+    taken = store.take_over(run.id, from_worker=run.worker, attempt=run.attempt, worker=worker,
+                            lease_until=now + timedelta(seconds=lease_seconds),
+                            reason=f"adopted by {worker} ({cause}); its job {run.runner_ident[:19]} still runs")
+    if taken is None:  # another daemon was faster: its job, not ours to stop
+        handle.detach()
+        return False
+    log.info("%s: adopted its running job %s", label(run), run.runner_ident[:19])
+    return Supervised(taken, handle, run.start_time or now, grace_seconds(run.job or {}), path)

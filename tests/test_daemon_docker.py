@@ -1,0 +1,102 @@
+"""Docker pools through the real daemon and a real engine: runs, and adoption after kill -9."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon_fixtures import DaemonProcess, daemon_factory, runs_json, wait_for, workdir
+from tests.docker_fixtures import TEST_IMAGE, docker_engine_fixture
+
+__all__ = ["daemon_factory", "docker_engine_fixture", "workdir"]  # fixtures used by name below
+
+Factory = Callable[..., DaemonProcess]
+
+POOL = f"""\
+apiVersion: orchestra/v1
+kind: WorkPool
+metadata: {{name: boxes}}
+spec:
+  type: docker
+  baseJobTemplate:
+    variables:
+      type: object
+      properties:
+        image: {{type: string, default: "{TEST_IMAGE}"}}
+        env: {{type: object, additionalProperties: {{type: string}}, default: {{}}}}
+    jobConfiguration:
+      image: "{{{{ image }}}}"
+      command: "{{{{ command }}}}"
+      env: "{{{{ env }}}}"
+      pullPolicy: never
+      terminationGracePeriod: 2s
+"""
+
+SLOW = """\
+apiVersion: orchestra/v1
+kind: Deployment
+metadata: {name: slow}
+spec:
+  pool: boxes
+  command: ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo line $i of $ORCHESTRA_PARAM_WHO; sleep 1; done"]
+  parameters: {who: box}
+"""
+
+
+def _remove_containers(engine: Any, run_ids: list[str]) -> None:
+    for run_id in run_ids:
+        for container in engine.containers.list(all=True, filters={"label": f"orchestra.run-id={run_id}"}):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+
+@pytest.mark.timeout(180)
+def test_kill_9_then_adoption_starts_no_new_container(workdir: Path, daemon_factory: Factory,
+                                                      docker_engine: Any) -> None:
+    (workdir / "specs" / "pool.yaml").write_text(POOL)
+    (workdir / "specs" / "slow.yaml").write_text(SLOW)
+    first = daemon_factory().start()
+    first.ready()
+    run_ids = [first.cli("run", "slow").stdout.strip() for _ in range(3)]
+    try:
+        running = wait_for(lambda: (lambda rs: rs if len(rs) == 3 and all(r["state"] == "Running" for r in rs)
+                                    else None)(runs_json(first)), timeout=60, message="three containers running")
+        first.kill9()
+        before = {r["id"]: json.loads(first.cli("get", "run", r["id"], "-o", "json").stdout)["events"]
+                  for r in running}
+        assert all(events[-1]["to"] == "Running" for events in before.values())
+        second = daemon_factory().start()
+        wait_for(lambda: all(r["state"] == "Completed" for r in runs_json(second)), timeout=90,
+                 message="all three completed after adoption")
+        for run_id in run_ids:
+            detail = json.loads(second.cli("get", "run", run_id, "-o", "json").stdout)
+            assert detail["attempt"] == 1 and len(before[run_id]) < len(detail["events"])
+            assert any("adopted by" in e["reason"] for e in detail["events"]), detail["events"]
+            assert not any(e["to"] == "Pending" for e in detail["events"][len(before[run_id]):]), "started again"
+            log = second.cli("logs", run_id).stdout
+            assert all(f"line {i} of box" in log for i in range(1, 9)), log
+            assert log.count("line 1 of box") == 1, "output streamed twice"
+        assert second.stop() == 0
+    finally:
+        _remove_containers(docker_engine, run_ids)
+
+
+def test_docker_run_through_the_daemon(workdir: Path, daemon_factory: Factory, docker_engine: Any) -> None:
+    (workdir / "specs" / "pool.yaml").write_text(POOL)
+    (workdir / "specs" / "echo.yaml").write_text(SLOW.replace("slow", "quick").replace(
+        "for i in 1 2 3 4 5 6 7 8; do echo line $i of $ORCHESTRA_PARAM_WHO; sleep 1; done",
+        "echo hello $ORCHESTRA_PARAM_WHO; exit 3"))
+    daemon = daemon_factory().start()
+    daemon.ready()
+    run_id = daemon.cli("run", "quick", "--param", "who=$(reboot)").stdout.strip()
+    try:
+        wait_for(lambda: runs_json(daemon)[0]["state"] == "Failed", timeout=60, message="container run ended")
+        assert runs_json(daemon)[0]["exitCode"] is None or runs_json(daemon)[0]["exitCode"] == 3
+        assert "hello $(reboot)" in daemon.cli("logs", run_id).stdout
+    finally:
+        _remove_containers(docker_engine, [run_id])
