@@ -102,12 +102,16 @@ def _killpg(pgid: int, sig: int) -> bool:
     return True
 
 
+_IDLE_EXIT = 5.0  # seconds an idle pump thread waits for the next job before it ends
+
+
 class _Pump:
     """One thread that reads every run's pipe into its log and notices exits.
 
     Jobs are handed over through ``add`` (a list plus a wake-up pipe) because
     selector registrations are only safe from the thread that selects. The
-    thread stops when no job is left and starts again on the next ``add``.
+    thread ends after ``_IDLE_EXIT`` seconds without a job and starts again
+    on the next ``add``.
     """
 
     def __init__(self) -> None:
@@ -120,6 +124,7 @@ class _Pump:
         self._incoming: list[tuple[_Tracked, float]] = []
         self._jobs: dict[_Tracked, float] = {}
         self._thread: threading.Thread | None = None
+        self._idle_since: float | None = None
 
     def add(self, job: _Tracked, drain_grace: float) -> None:
         with self._lock:
@@ -141,14 +146,26 @@ class _Pump:
         with self._lock:
             incoming, self._incoming = self._incoming, []
             if not incoming and not self._jobs:
-                self._thread = None
-                return False
+                return self._still_wanted()
+            self._idle_since = None
         for job, grace in incoming:
             self._jobs[job] = grace
             self._sel.register(job.pipe_fd, selectors.EVENT_READ, lambda j=job: self._on_output(j))
             if job.pidfd is not None:
                 self._sel.register(job.pidfd, selectors.EVENT_READ, lambda j=job: self._on_exit(j))
         return True
+
+    def _still_wanted(self) -> bool:
+        """Idle: keep the thread for ``_IDLE_EXIT`` seconds (a burst of short jobs
+        would otherwise start a thread per job), then end it. Called under the lock."""
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        if now - self._idle_since < _IDLE_EXIT:
+            return True
+        self._thread = None
+        self._idle_since = None
+        return False
 
     def _dispatch(self, callback: Callable[[], None] | None) -> None:
         if callback is None:
@@ -169,6 +186,8 @@ class _Pump:
     def _timeout(self) -> float | None:
         """How long select may block: until the next drain deadline or exit poll."""
         now = time.monotonic()
+        if not self._jobs and self._idle_since is not None:
+            return max(0.0, _IDLE_EXIT - (now - self._idle_since))
         waits = [j.drain_deadline - now for j in self._jobs if j.reaped]
         if any(j.pidfd is None and not j.reaped for j in self._jobs):
             waits.append(_POLL_INTERVAL)
