@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestra.durations import parse_duration
 from orchestra.errors import OrchestraError
 
 
@@ -73,3 +74,21 @@ class Runner(Protocol):
     def validate_job(self, job: dict[str, Any]) -> list[str]:
         """Problems with the shape of a rendered job, each as ``"path: what is wrong"``."""
         ...
+
+
+def check_grace(grace: Any) -> list[str]:
+    """Problems of a job's ``terminationGracePeriod`` (shared by every runner's ``validate_job``)."""
+    if grace is None:
+        return []
+    try:
+        parse_duration(grace)  # which also refuses zero and negative lengths
+    except (ValueError, TypeError, OrchestraError) as err:
+        return [f"terminationGracePeriod: {err}"]
+    return []
+
+
+def check_log_max(limit: Any) -> list[str]:
+    """Problems of a job's ``logMaxBytes``."""
+    if limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
+        return []
+    return [f"logMaxBytes: must be a positive integer, got {limit!r}"]

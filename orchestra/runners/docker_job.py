@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.durations import parse_duration
-from orchestra.errors import OrchestraError
+from orchestra.runners.base import check_grace, check_log_max
 from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES
 
 __all__ = [
@@ -180,7 +180,7 @@ def validate_docker_job(job: Any) -> list[str]:
               _check_volumes(job.get("volumes")), _check_labels(job.get("labels")),
               _check_extra_hosts(job.get("extraHosts")), _check_memory(job.get("memory")),
               _check_cpus(job.get("cpus")), _check_pull_policy(job.get("pullPolicy")),
-              _check_grace(job.get("terminationGracePeriod")), _check_log_max(job.get("logMaxBytes")))
+              check_grace(job.get("terminationGracePeriod")), check_log_max(job.get("logMaxBytes")))
     for check in checks:
         problems += check
     for name in ("network", "user", "workingDir"):
@@ -290,22 +290,6 @@ def _check_pull_policy(policy: Any) -> list[str]:
     if policy is None or policy in PULL_POLICIES:
         return []
     return [f"pullPolicy: must be one of {', '.join(PULL_POLICIES)}, got {policy!r}"]
-
-
-def _check_grace(grace: Any) -> list[str]:
-    if grace is None:
-        return []
-    try:
-        parse_duration(grace)  # which also refuses zero and negative lengths
-    except (ValueError, TypeError, OrchestraError) as err:
-        return [f"terminationGracePeriod: {err}"]
-    return []
-
-
-def _check_log_max(limit: Any) -> list[str]:
-    if limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
-        return []
-    return [f"logMaxBytes: must be a positive integer, got {limit!r}"]
 
 
 def _check_optional_string(name: str, value: Any) -> list[str]:

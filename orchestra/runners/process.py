@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.durations import parse_duration
-from orchestra.errors import OrchestraError
-from orchestra.runners.base import LaunchError
+from orchestra.runners.base import LaunchError, check_grace, check_log_max
 from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES, BoundedLogWriter
 
 __all__ = ["PROCESS_JOB_FIELDS", "ProcessHandle", "ProcessRunner", "validate_process_job"]
@@ -446,8 +445,8 @@ def validate_process_job(job: Any) -> list[str]:
     problems += _check_command(job.get("command"))
     problems += _check_env(job.get("env"))
     problems += _check_working_dir(job.get("workingDir"))
-    problems += _check_grace(job.get("terminationGracePeriod"))
-    problems += _check_log_max(job.get("logMaxBytes"))
+    problems += check_grace(job.get("terminationGracePeriod"))
+    problems += check_log_max(job.get("logMaxBytes"))
     return problems
 
 
@@ -478,22 +477,6 @@ def _check_env(env: Any) -> list[str]:
 
 def _check_working_dir(working_dir: Any) -> list[str]:
     return [] if working_dir is None else [p for p in [_check_string("workingDir", working_dir)] if p]
-
-
-def _check_grace(grace: Any) -> list[str]:
-    if grace is None:
-        return []
-    try:
-        parse_duration(grace)  # which also refuses zero and negative lengths
-    except (ValueError, TypeError, OrchestraError) as err:
-        return [f"terminationGracePeriod: {err}"]
-    return []
-
-
-def _check_log_max(limit: Any) -> list[str]:
-    if limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
-        return []
-    return [f"logMaxBytes: must be a positive integer, got {limit!r}"]
 
 
 def _check_string(path: str, value: Any, hint: str = "") -> str:
