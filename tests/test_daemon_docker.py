@@ -100,3 +100,29 @@ def test_docker_run_through_the_daemon(workdir: Path, daemon_factory: Factory, d
         assert "hello $(reboot)" in daemon.cli("logs", run_id).stdout
     finally:
         _remove_containers(docker_engine, [run_id])
+
+
+def test_recover_removes_containers_of_finished_runs(tmp_path: Path, docker_engine: Any) -> None:
+    """A container whose run ended while no daemon followed it is removed at the next start."""
+    from datetime import UTC, datetime
+
+    from orchestra.runners.docker import DockerRunner
+    from orchestra.store import NewRun, open_store
+    from orchestra.workers.local import LocalWorker, worker_identity
+
+    store = open_store(f"sqlite:///{tmp_path / 'o.db'}")
+    now = datetime.now(UTC)
+    run = store.create_run(NewRun(deployment="d", pool="boxes", scheduled_time=now))
+    runner = DockerRunner(tmp_path)
+    job = {"image": TEST_IMAGE, "command": ["sleep", "60"], "env": {}, "pullPolicy": "never"}
+    runner.start(run.id, job, tmp_path / "run.log").detach()
+    label = {"label": f"orchestra.run-id={run.id}"}
+    try:
+        assert len(docker_engine.containers.list(filters=label)) == 1
+        store.transition(run.id, "Cancelled", "cancelled while no daemon ran")
+        worker = LocalWorker(store, runners={"docker": runner}, worker_id=worker_identity(), log_dir=tmp_path)
+        worker.recover(now)
+        assert docker_engine.containers.list(all=True, filters=label) == []
+    finally:
+        _remove_containers(docker_engine, [run.id])
+        store.close()

@@ -87,7 +87,30 @@ class LocalWorker:
         """Move on the runs dead workers left active (see ``recovery``); their ids."""
         runs = [run for run in self.store.active_runs() if run.id not in self._jobs]
         adopted, left = self._adopt(runs, now)
-        return adopted + recover_runs(self.store, self.runners, left, now)
+        recovered = adopted + recover_runs(self.store, self.runners, left, now)
+        self._clean_up_terminal()
+        return recovered
+
+    def _clean_up_terminal(self) -> None:
+        """Remove what runners kept of runs that are over (containers of a crashed daemon's
+        runs that were since recovered, cancelled or finished elsewhere)."""
+        for runner in self.runners.values():
+            clean_up = getattr(runner, "cleanup_terminal", None)
+            if clean_up is None:
+                continue
+            try:
+                touched = clean_up(self._run_is_over)
+            except Exception as exc:  # an engine that cannot be asked now: try at the next start
+                log.warning("cannot clean up the jobs of finished runs: %s", exc)
+                continue
+            if touched:
+                log.info("removed %d leftover job(s) of finished runs", len(touched))
+
+    def _run_is_over(self, run_id: str) -> bool:
+        try:
+            return self.store.get_run(run_id).terminal
+        except NotFound:  # another installation's job: not ours to remove
+            return False
 
     def _adopt(self, runs: list[Run], now: datetime) -> tuple[list[str], list[Run]]:
         """Follow again the jobs that outlived their worker (containers); the ids adopted and
