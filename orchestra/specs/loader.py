@@ -83,6 +83,12 @@ class _Composer(_Parser, yaml.reader.Reader, yaml.scanner.Scanner,  # type: igno
             _Parser.__init__(self, stream)
         yaml.resolver.BaseResolver.__init__(self)
 
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        """No path resolvers are used; skipping PyYAML's bookkeeping saves a call per node."""
+
+    def ascend_resolver(self) -> None:
+        pass
+
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:
         if kind is ScalarNode and implicit[0]:
             return PLAIN
@@ -134,9 +140,10 @@ def resolve_plain(text: str) -> Any:
 class _Builder:
     """Turns a composed node tree into plain values, recording positions."""
 
-    def __init__(self, file: str, doc: Document) -> None:
+    def __init__(self, file: str, doc: Document, *, merges: bool = True) -> None:
         self.file = file
         self.doc = doc
+        self.merges = merges  # False when the text has no "<<" at all: no mapping needs expanding
         self.budget = MAX_NODES_PER_DOCUMENT
 
     def error(self, node: Node, message: str) -> LoadError:
@@ -197,7 +204,7 @@ class _Builder:
 
     def merged_pairs(self, node: MappingNode) -> Iterator[tuple[Node, Node]] | list[tuple[Node, Node]]:
         """Expand ``<<: *anchor`` merge keys; explicit keys win over merged ones."""
-        if not any(_is_merge_key(k) for k, _ in node.value):
+        if not self.merges or not any(_is_merge_key(k) for k, _ in node.value):
             return node.value
         return self._with_merges(node)
 
@@ -240,6 +247,7 @@ def _key_text(key: Any) -> str:
 
 def load_text(text: str, file: str) -> list[Document]:
     """Parse every non-empty document of ``text``; raises LoadError on the first problem."""
+    merges = "<<" in text
     composer = _Composer(text)
     documents: list[Document] = []
     try:
@@ -249,7 +257,7 @@ def load_text(text: str, file: str) -> list[Document]:
             if node is None:
                 continue
             doc = Document(file=file, index=index, value=None)
-            doc.value = _Builder(file, doc).build(node, ())
+            doc.value = _Builder(file, doc, merges=merges).build(node, ())
             index += 1
             if doc.value is not None:
                 documents.append(doc)

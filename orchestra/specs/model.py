@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from orchestra.diagnostics import Diagnostic
@@ -51,8 +52,9 @@ class Resource:
     def as_document(self) -> dict[str, Any]:
         return {"apiVersion": API_VERSION, "kind": self.kind, **self.body()}
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
+        """Computed once: planning and the unchanged-resource check both ask for it."""
         return content_hash(self.metadata, self.spec)
 
     def diagnostic(self, error: FieldError) -> Diagnostic:
