@@ -144,6 +144,14 @@ def test_bad_pool_template(tmp_path: Path) -> None:
     assert any("WorkPool/local: spec.baseJobTemplate.jobConfiguration.env:" in p for p in found), found
 
 
+def test_entrypoint_needs_a_process_pool(tmp_path: Path) -> None:
+    docker_pool = POOL.replace("name: local", "name: boxes").replace("type: process", "type: docker")
+    found = problems(tmp_path, **{"pool.yaml": docker_pool,
+                                  "d.yaml": deployment("entrypoint: flows/f.py:main\npool: boxes\n")})
+    assert any("Deployment/etl: spec.entrypoint: a Python entrypoint runs only in a process pool" in p
+               for p in found), found
+
+
 def test_entrypoint_signature_becomes_the_parameter_schema(tmp_path: Path) -> None:
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows" / "f.py").write_text("def main(n: int, name: str = 'x'):\n    pass\n")

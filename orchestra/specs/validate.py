@@ -251,11 +251,19 @@ def _deployment_errors(deployment: Resource, pools: dict, queues: dict) -> list[
     if pool_error:
         return [*errors, pool_error]
     pool = pools[spec["pool"]]
-    errors += [*_queue_reference(spec, queues), *parameter_errors(deployment)]
+    errors += [*_queue_reference(spec, queues), *parameter_errors(deployment), *_entrypoint_in_pool(spec, pool)]
     if not errors:  # a trial render only makes sense once the inputs are sound
         errors += render_errors(pool_template(pool.spec), deployment.as_document(),
                                 parameters=trial_parameters(spec))
     return errors
+
+
+def _entrypoint_in_pool(spec: dict[str, Any], pool: Resource) -> Iterator[FieldError]:
+    """An entrypoint runs with the daemon's own Python and orchestra: only in a process pool."""
+    if "entrypoint" in spec and pool.spec["type"] != "process":
+        yield FieldError(("spec", "entrypoint"), f"a Python entrypoint runs only in a process pool, and "
+                         f"WorkPool/{pool.name} is a {pool.spec['type']} pool: give a 'command' instead, "
+                         "e.g. [python, path/file.py] with the parameters from $ORCHESTRA_PARAMETERS")
 
 
 def _command_or_entrypoint(spec: dict[str, Any]) -> Iterator[FieldError]:
