@@ -10,16 +10,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from waiting import wait_for
 
 from orchestra.store import Store, open_store
 
-T = TypeVar("T")
 ORCHESTRA = str(Path(sys.executable).parent / "orchestra")
 
 POOL = """\
@@ -28,19 +27,6 @@ kind: WorkPool
 metadata: {name: local}
 spec: {type: process, concurrencyLimit: 4}
 """
-
-
-def wait_for(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05,
-             message: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
 
 
 def deployment(name: str, spec: str) -> str:

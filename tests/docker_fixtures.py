@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+import waiting
 
 REQUIRE_ENV = "ORCHESTRA_REQUIRE_DOCKER"
 TEST_IMAGE = "orchestra-test/busybox:latest"
@@ -94,12 +94,5 @@ def make_runner_fixture(tmp_path: Path, docker_labels: dict[str, str]) -> Iterat
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    """Containers start slower than processes: a longer default timeout."""
+    return waiting.wait_for(predicate, timeout, what)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 from orchestra.runners.base import LaunchError
 from orchestra.runners.logs import follow_log, read_log
@@ -31,18 +32,6 @@ JOBS = Path(__file__).resolve().parent / "jobs"
 PY = sys.executable
 NO_SHELL = "jobs never run through a shell"
 TRUNCATION_NOTE = "[orchestra] log truncated at {} bytes; further output discarded\n"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def proc_state(pid: int) -> tuple[str, int] | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for
 from store_fixtures import T0, FakeClock, deployment, new_run, pool, queue
 
 from orchestra.runners.process import ProcessHandle, ProcessRunner
@@ -38,17 +39,6 @@ __all__ = [
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def _stat(pid: int) -> list[bytes] | None:

@@ -92,3 +92,30 @@ def check_log_max(limit: Any) -> list[str]:
     if limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
         return []
     return [f"logMaxBytes: must be a positive integer, got {limit!r}"]
+
+
+def check_env(env: Any) -> list[str]:
+    """Problems of a job's ``env`` mapping (shared by every runner's ``validate_job``)."""
+    if env is None:
+        return []
+    if not isinstance(env, dict):
+        return [f"env: must be an object of strings, got {json_type(env)}"]
+    problems = []
+    for name, value in env.items():
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            problems.append(f"env: {name!r} is not a valid variable name")
+        else:
+            problems.append(check_string(f"env.{name}", value, hint=" (quote the value in YAML)"))
+    return [p for p in problems if p]
+
+
+def check_string(path: str, value: Any, hint: str = "") -> str:
+    if not isinstance(value, str):
+        return f"{path}: must be a string, got {json_type(value)}{hint}"
+    return f"{path}: contains a NUL character" if "\0" in value else ""
+
+
+def json_type(value: Any) -> str:
+    """Name a Python value by its JSON/YAML type, the words a spec author knows."""
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

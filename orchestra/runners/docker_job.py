@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.durations import parse_duration
-from orchestra.runners.base import check_grace, check_log_max
+from orchestra.runners.base import check_env, check_grace, check_log_max, json_type
 from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES
 
 __all__ = [
@@ -169,14 +169,14 @@ def memory_bytes(text: str) -> int:
 def validate_docker_job(job: Any) -> list[str]:
     """Every problem with a rendered docker job, as ``"field: what is wrong"``."""
     if not isinstance(job, dict):
-        return [f"job: must be an object, got {_json_type(job)}"]
+        return [f"job: must be an object, got {json_type(job)}"]
     problems = [
         f"{key}: unknown field (a docker job takes {', '.join(DOCKER_JOB_FIELDS)})"
         for key in job
         if key not in DOCKER_JOB_FIELDS
     ]
     checks = (_check_image(job.get("image")), _check_argv("command", job.get("command")),
-              _check_argv("entrypoint", job.get("entrypoint")), _check_env(job.get("env")),
+              _check_argv("entrypoint", job.get("entrypoint")), check_env(job.get("env")),
               _check_volumes(job.get("volumes")), _check_labels(job.get("labels")),
               _check_extra_hosts(job.get("extraHosts")), _check_memory(job.get("memory")),
               _check_cpus(job.get("cpus")), _check_pull_policy(job.get("pullPolicy")),
@@ -187,13 +187,13 @@ def validate_docker_job(job: Any) -> list[str]:
         problems += _check_optional_string(name, job.get(name))
     for name in ("autoRemove", "privileged"):
         if job.get(name) is not None and not isinstance(job.get(name), bool):
-            problems.append(f"{name}: must be true or false, got {_json_type(job.get(name))}")
+            problems.append(f"{name}: must be true or false, got {json_type(job.get(name))}")
     return problems
 
 
 def _check_image(image: Any) -> list[str]:
     if not isinstance(image, str) or not image.strip():
-        return [f"image: must be a non-empty string such as busybox:1.36, got {_json_type(image)}"]
+        return [f"image: must be a non-empty string such as busybox:1.36, got {json_type(image)}"]
     return [] if image == image.strip() else [f"image: {image!r} has leading or trailing spaces"]
 
 
@@ -204,36 +204,22 @@ def _check_argv(name: str, argv: Any) -> list[str]:
     if isinstance(argv, str):
         return [f"{name}: must be a list of strings (argv), not one string: jobs never run through a shell"]
     if not isinstance(argv, list):
-        return [f"{name}: must be a list of strings or null, got {_json_type(argv)}"]
-    return [f"{name}[{i}]: must be a string, got {_json_type(a)}" for i, a in enumerate(argv) if not isinstance(a, str)]
-
-
-def _check_env(env: Any) -> list[str]:
-    if env is None:
-        return []
-    if not isinstance(env, dict):
-        return [f"env: must be an object of strings, got {_json_type(env)}"]
-    problems = []
-    for name, value in env.items():
-        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
-            problems.append(f"env: {name!r} is not a valid variable name")
-        elif not isinstance(value, str):
-            problems.append(f"env.{name}: must be a string, got {_json_type(value)} (quote the value in YAML)")
-    return problems
+        return [f"{name}: must be a list of strings or null, got {json_type(argv)}"]
+    return [f"{name}[{i}]: must be a string, got {json_type(a)}" for i, a in enumerate(argv) if not isinstance(a, str)]
 
 
 def _check_volumes(volumes: Any) -> list[str]:
     if volumes is None:
         return []
     if not isinstance(volumes, list):
-        return [f"volumes: must be a list of host:container[:ro] strings, got {_json_type(volumes)}"]
+        return [f"volumes: must be a list of host:container[:ro] strings, got {json_type(volumes)}"]
     return [p for i, v in enumerate(volumes) if (p := _volume_problem(i, v))]
 
 
 def _volume_problem(index: int, volume: Any) -> str | None:
     where = f"volumes[{index}]"
     if not isinstance(volume, str):
-        return f"{where}: must be a string host:container[:ro], got {_json_type(volume)}"
+        return f"{where}: must be a string host:container[:ro], got {json_type(volume)}"
     parts = volume.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
         return f"{where}: {volume!r} is not host-path-or-volume:/container/path[:ro]"
@@ -248,13 +234,13 @@ def _check_labels(labels: Any) -> list[str]:
     if labels is None:
         return []
     if not isinstance(labels, dict):
-        return [f"labels: must be an object of strings, got {_json_type(labels)}"]
+        return [f"labels: must be an object of strings, got {json_type(labels)}"]
     problems = []
     for key, value in labels.items():
         if str(key).startswith(LABEL_PREFIX):
             problems.append(f"labels.{key}: the {LABEL_PREFIX}* labels are reserved: orchestra sets them itself")
         elif not isinstance(value, str):
-            problems.append(f"labels.{key}: must be a string, got {_json_type(value)} (quote the value in YAML)")
+            problems.append(f"labels.{key}: must be a string, got {json_type(value)} (quote the value in YAML)")
     return problems
 
 
@@ -262,8 +248,8 @@ def _check_extra_hosts(hosts: Any) -> list[str]:
     if hosts is None:
         return []
     if not isinstance(hosts, dict):
-        return [f"extraHosts: must be an object of host name -> IP address, got {_json_type(hosts)}"]
-    return [f"extraHosts.{name}: must be an IP address string, got {_json_type(ip)}"
+        return [f"extraHosts: must be an object of host name -> IP address, got {json_type(hosts)}"]
+    return [f"extraHosts.{name}: must be an IP address string, got {json_type(ip)}"
             for name, ip in hosts.items() if not isinstance(ip, str) or not ip]
 
 
@@ -271,7 +257,7 @@ def _check_memory(memory: Any) -> list[str]:
     if memory is None:
         return []
     if not isinstance(memory, str):
-        return [f"memory: must be a string such as 512m or 2g, got {_json_type(memory)}"]
+        return [f"memory: must be a string such as 512m or 2g, got {json_type(memory)}"]
     try:
         size = memory_bytes(memory)
     except ValueError as err:
@@ -295,7 +281,7 @@ def _check_pull_policy(policy: Any) -> list[str]:
 def _check_optional_string(name: str, value: Any) -> list[str]:
     if value is None or (isinstance(value, str) and value):
         return []
-    return [f"{name}: must be a non-empty string or null, got {_json_type(value)}"]
+    return [f"{name}: must be a non-empty string or null, got {json_type(value)}"]
 
 
 def _is_named_volume(source: str) -> bool:
@@ -310,7 +296,3 @@ def _positive_float(text: str | None, default: float) -> float:
     return value if math.isfinite(value) and value > 0 else default
 
 
-def _json_type(value: Any) -> str:
-    """Name a Python value by its JSON/YAML type, the words a spec author knows."""
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)

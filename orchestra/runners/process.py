@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.durations import parse_duration
-from orchestra.runners.base import LaunchError, check_grace, check_log_max
+from orchestra.runners.base import LaunchError, check_env, check_grace, check_log_max, check_string, json_type
 from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES, BoundedLogWriter
 
 __all__ = ["PROCESS_JOB_FIELDS", "ProcessHandle", "ProcessRunner", "validate_process_job"]
@@ -436,14 +436,14 @@ def validate_process_job(job: Any) -> list[str]:
     otherwise be silently ignored. ``null`` means "absent" for optional fields.
     """
     if not isinstance(job, dict):
-        return [f"job: must be an object, got {_json_type(job)}"]
+        return [f"job: must be an object, got {json_type(job)}"]
     problems = [
         f"{key}: unknown field (a process job takes {', '.join(PROCESS_JOB_FIELDS)})"
         for key in job
         if key not in PROCESS_JOB_FIELDS
     ]
     problems += _check_command(job.get("command"))
-    problems += _check_env(job.get("env"))
+    problems += check_env(job.get("env"))
     problems += _check_working_dir(job.get("workingDir"))
     problems += check_grace(job.get("terminationGracePeriod"))
     problems += check_log_max(job.get("logMaxBytes"))
@@ -454,41 +454,15 @@ def _check_command(command: Any) -> list[str]:
     if isinstance(command, str):
         return ["command: must be a list of strings (argv), not one string: jobs never run through a shell"]
     if not isinstance(command, list) or not command:
-        return [f"command: must be a non-empty list of strings, got {_json_type(command)}"]
-    problems = [_check_string(f"command[{i}]", arg) for i, arg in enumerate(command)]
+        return [f"command: must be a non-empty list of strings, got {json_type(command)}"]
+    problems = [check_string(f"command[{i}]", arg) for i, arg in enumerate(command)]
     if command[0] == "":
         problems.append("command[0]: the executable must not be empty")
     return [p for p in problems if p]
 
 
-def _check_env(env: Any) -> list[str]:
-    if env is None:
-        return []
-    if not isinstance(env, dict):
-        return [f"env: must be an object of strings, got {_json_type(env)}"]
-    problems = []
-    for name, value in env.items():
-        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
-            problems.append(f"env: {name!r} is not a valid variable name")
-        else:
-            problems.append(_check_string(f"env.{name}", value, hint=" (quote the value in YAML)"))
-    return [p for p in problems if p]
-
-
 def _check_working_dir(working_dir: Any) -> list[str]:
-    return [] if working_dir is None else [p for p in [_check_string("workingDir", working_dir)] if p]
-
-
-def _check_string(path: str, value: Any, hint: str = "") -> str:
-    if not isinstance(value, str):
-        return f"{path}: must be a string, got {_json_type(value)}{hint}"
-    return f"{path}: contains a NUL character" if "\0" in value else ""
-
-
-def _json_type(value: Any) -> str:
-    """Name a Python value by its JSON/YAML type, the words a spec author knows."""
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
+    return [] if working_dir is None else [p for p in [check_string("workingDir", working_dir)] if p]
 
 
 # --- /proc: process identity that survives PID reuse ---------------------------
