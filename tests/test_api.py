@@ -138,7 +138,8 @@ def test_pausing_something_unknown_is_404(api: LiveApi) -> None:
 
 def test_plan_of_applied_specs_has_no_changes(api: LiveApi) -> None:
     assert api.client.get("/api/v1/plan").json() == {
-        "valid": True, "changes": [], "summary": {"create": 0, "update": 0, "delete": 0}, "notes": [], "errors": []}
+        "valid": True, "changes": [], "summary": {"create": 0, "update": 0, "delete": 0}, "notes": [], "errors": [],
+        "apiManaged": []}
 
 
 def test_plan_shows_an_edit_field_by_field_without_applying_it(api: LiveApi) -> None:

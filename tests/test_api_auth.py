@@ -36,7 +36,7 @@ def _routes(routes: list[Any]) -> list[Route]:
 def _requests(api: LiveApi) -> list[tuple[str, str, str]]:
     """(method, template, concrete path) for every route of the app, path parameters filled in."""
     run_id = api.create_run()["id"]
-    values = {"name": "hello", "run_id": run_id}
+    values = {"name": "hello", "run_id": run_id, "schedule": "0", "worker": "remote-1"}
     found = []
     for route in _routes(api.server.app.routes):
         path = re.sub(r"{(\w+)(:\w+)?}", lambda m: values[m.group(1)], route.path)

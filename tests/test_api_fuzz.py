@@ -22,6 +22,11 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tests.api_fixtures import TOKEN, LiveApi, start_api, stop_api
 
 STREAMING = ("/api/v1/events", "/api/v1/runs/{run_id}/logs/stream")
+# Bodies that are spec documents (or schedules) are checked as spec files are: references
+# to pools and queues, cron, zones, a trial render. The schema cannot state those, so a 422
+# for a generated body is an answer there, not a failure.
+SPEC_BODIES = {("POST", "/api/v1/deployments"), ("POST", "/api/v1/queues"), ("PUT", "/api/v1/deployments/{name}"),
+               ("PUT", "/api/v1/queues/{name}"), ("POST", "/api/v1/deployments/{name}/schedules")}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EXAMPLES = 20  # per operation and generation mode
 
@@ -64,7 +69,7 @@ def test_api_conforms_to_its_schema(api_schema: schemathesis.BaseSchema, mode: G
         operation = result.ok()
         fuzzed += 1
         try:
-            _fuzz(operation, mode)
+            _fuzz(operation, mode, strict=(operation.method.upper(), operation.path) not in SPEC_BODIES)
         except Unsatisfiable:
             assert mode == GenerationMode.NEGATIVE  # nothing can be made invalid (the health check)
         except Exception as exc:  # noqa: BLE001 - collect every operation's failure, then report them all

@@ -24,8 +24,11 @@ from orchestra.api.auth import HEALTH_PATH, BearerAuth
 from orchestra.api.feed import EventFeed, StoreEventSource
 from orchestra.api.routes_events import events_router
 from orchestra.api.routes_logs import logs_router
+from orchestra.api.routes_manage import manage_router
 from orchestra.api.routes_resources import resources_router
 from orchestra.api.routes_runs import runs_router
+from orchestra.api.routes_workers import workers_router
+from orchestra.api.routes_specs import specs_router
 from orchestra.api.schemas import Health, Problem
 from orchestra.api.settings import ApiSettings
 from orchestra.api.strict import reject_unknown_query
@@ -58,9 +61,11 @@ def create_app(store: Store, *, settings: ApiSettings) -> FastAPI:
     feed = EventFeed(StoreEventSource(store), interval=settings.poll_interval)
     strict = [Depends(reject_unknown_query)]
     app.include_router(_health_router(store), dependencies=strict, responses=errors.INVALID)
-    for router in (resources_router(store, settings), runs_router(store, settings),
+    for router in (resources_router(store, settings), manage_router(store, settings),
+                   runs_router(store, settings), specs_router(store, settings),
                    logs_router(store, settings, closing=closing),
-                   events_router(feed, interval=settings.poll_interval, closing=closing)):
+                   events_router(feed, interval=settings.poll_interval, closing=closing),
+                   workers_router(store, settings)):
         app.include_router(router, dependencies=strict, responses={**errors.INVALID, **denied})
     app.add_api_route("/", _placeholder, include_in_schema=False, response_class=HTMLResponse)
     app.add_middleware(BearerAuth, token=settings.token)

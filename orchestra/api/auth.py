@@ -22,6 +22,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 HEALTH_PATH = "/api/v1/health"
 OPEN_ROUTES = frozenset({("GET", HEALTH_PATH), ("HEAD", HEALTH_PATH)})
+# Set in the scope by an outer middleware that authenticated the request by other means:
+# the web UI's session cookie (``orchestra.ui.session``), which browsers send where they
+# cannot send a bearer header (EventSource, links, forms). Headers cannot set scope keys.
+AUTHENTICATED = "orchestra.authenticated"
 
 
 class InsecureListenError(ValueError):
@@ -64,7 +68,7 @@ class BearerAuth:
         self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] == "lifespan" or self._is_open(scope):
+        if self.token is None or scope["type"] == "lifespan" or self._is_open(scope) or scope.get(AUTHENTICATED):
             await self.app(scope, receive, send)
             return
         header = _header(scope, b"authorization")

@@ -3,9 +3,9 @@
 Each event is one state change (``event: run``, ``id:`` the store's event
 id, ``data:`` JSON with the run id, deployment, from, to, reason, time and
 attempt). A client that reconnects sends ``Last-Event-ID`` (browsers do it
-by themselves) and gets what it missed, as far as the feed's buffer
-reaches. The stream ends when the client leaves or the server stops;
-FastAPI sends a keep-alive comment after 15 s of silence. The polling is
+by themselves) and gets what it missed: from the feed's buffer, and what is
+older than the buffer from the store. The stream ends when the client
+leaves or the server stops; FastAPI sends a keep-alive comment after 15 s of silence. The polling is
 shared by all clients (``api.feed.EventFeed``).
 """
 
@@ -38,8 +38,11 @@ def events_router(feed: EventFeed, *, interval: float, closing: threading.Event)
     ) -> AsyncIterable[RunStateEvent]:
         # The annotation gives OpenAPI the schema of each event's data; the items are
         # ServerSentEvents because each carries its id and name (FastAPI sends them as they are).
-        position = await to_thread.run_sync(feed.position_after, last_event_id)
+        backlog, position = await to_thread.run_sync(feed.resume, last_event_id)
         yield ServerSentEvent(comment="orchestra run events", retry=RETRY_MS)  # type: ignore[misc]
+        for item in backlog:  # missed while away longer than the feed's buffer reaches
+            if deployment is None or item.deployment == deployment:
+                yield ServerSentEvent(data=item.to_json(), id=str(item.event.id), event="run")  # type: ignore[misc]
         while not closing.is_set():
             items, position = await to_thread.run_sync(feed.read, position)
             for item in items:

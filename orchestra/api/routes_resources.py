@@ -45,10 +45,15 @@ def spec_errors(store: Store) -> list[dict[str, Any]]:
     return list(status.get("errors") or []) if isinstance(status, dict) else []
 
 
+def paused_schedules(store: Store, kind: str) -> set[tuple[str, str]]:
+    """(deployment, schedule identity) of the schedules paused at runtime; none for other kinds."""
+    return store.paused_schedules() if kind == "Deployment" else set()
+
+
 def _add_kind_routes(router: APIRouter, store: Store, settings: ApiSettings, noun: str, kind: str,
                      singular: str) -> None:
     def view(resource: Any) -> dict[str, Any]:
-        return resource_view(resource, spec_errors(store), settings.clock())
+        return resource_view(resource, spec_errors(store), settings.clock(), paused_schedules(store, kind))
 
     @router.get(f"/{noun}", response_model=list[ResourceOut], responses=INVALID, tags=[noun],
                 summary=f"List {noun} with their status", operation_id=f"list_{noun}")
@@ -57,8 +62,8 @@ def _add_kind_routes(router: APIRouter, store: Store, settings: ApiSettings, nou
                        name: Annotated[str | None, Query(description="Only names containing this.")] = None,
                        ) -> list[dict[str, Any]]:
         selector = label_selector(label)
-        errors, now = spec_errors(store), settings.clock()
-        return [resource_view(r, errors, now) for r in store.list_resources(kind)
+        errors, now, paused = spec_errors(store), settings.clock(), paused_schedules(store, kind)
+        return [resource_view(r, errors, now, paused) for r in store.list_resources(kind)
                 if matches(r, labels=selector, pool=pool, name=name)]
 
     @router.get(f"/{noun}/{{name}}", response_model=ResourceOut, responses=NOT_FOUND, tags=[noun],
@@ -80,11 +85,12 @@ def _add_kind_routes(router: APIRouter, store: Store, settings: ApiSettings, nou
 
 def _add_deployment_routes(router: APIRouter, store: Store, settings: ApiSettings) -> None:
     @router.get("/deployments/{name}/upcoming", response_model=UpcomingOut, responses={**NOT_FOUND, **INVALID},
-                tags=["deployments"], summary="The next run times of a deployment's active schedules")
+                tags=["deployments"], summary="The next run times of a deployment's active, unpaused schedules")
     def upcoming_runs(name: str, count: Annotated[int, Query(ge=1, le=1000)] = 10) -> dict[str, Any]:
         deployment = store.get_resource("Deployment", name)
+        paused = {identity for _, identity in store.paused_schedules([name])}
         return {"deployment": deployment.name, "paused": deployment.paused,
-                "runs": upcoming(deployment.spec, settings.clock(), count)}
+                "runs": upcoming(deployment.spec, settings.clock(), count, paused)}
 
     @router.get("/plan", response_model=PlanOut, responses=NOT_FOUND, tags=["plan"],
                 summary="The daemon's spec directory planned against the store (read only)")

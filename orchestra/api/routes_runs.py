@@ -20,7 +20,7 @@ from pydantic import WithJsonSchema
 from orchestra.api.errors import BAD_BODY, CONFLICT, INVALID, NOT_FOUND, InvalidQuery
 from orchestra.api.schemas import RunCreate, RunDetailOut, RunOut, RunPage, StateName
 from orchestra.api.settings import ApiSettings
-from orchestra.api.shapes import run_detail_json, run_json
+from orchestra.api.shapes import masked_run_detail_json, masked_run_json, masked_runs_json
 from orchestra.reconcile.operations import cancel_run, create_manual_run
 from orchestra.store import Store
 
@@ -38,7 +38,7 @@ def runs_router(store: Store, settings: ApiSettings) -> APIRouter:
         run = create_manual_run(store, name, parameters=body.parameters, job_variables=body.job_variables,
                                 now=settings.clock(), trigger="api")
         response.headers["Location"] = f"/api/v1/runs/{run.id}"
-        return run_json(run)
+        return masked_run_json(store, run)
 
     @router.get("/runs", response_model=RunPage, responses=INVALID, summary="Runs, newest first, a page at a time")
     def list_runs(
@@ -58,18 +58,18 @@ def runs_router(store: Store, settings: ApiSettings) -> APIRouter:
             raise InvalidQuery("cursor", str(exc)) from None
         page = found[:limit]
         more = len(found) > limit
-        return {"runs": [run_json(r) for r in page], "next_cursor": encode_cursor(page[-1].cursor) if more else None}
+        return {"runs": masked_runs_json(store, page), "next_cursor": encode_cursor(page[-1].cursor) if more else None}
 
     @router.get("/runs/{run_id}", response_model=RunDetailOut, responses=NOT_FOUND,
                 summary="One run with its rendered job, variables patch and events")
     def get_run(run_id: RunId) -> dict[str, Any]:
         run = store.get_run(run_id)
-        return run_detail_json(run, store.events(run.id))
+        return masked_run_detail_json(store, run)
 
     @router.post("/runs/{run_id}/cancel", response_model=RunOut, responses={**NOT_FOUND, **CONFLICT},
                  summary="Cancel a run (409 if it already ended)")
     def cancel(run_id: RunId) -> dict[str, Any]:
-        return run_json(cancel_run(store, run_id))
+        return masked_run_json(store, cancel_run(store, run_id))
 
     return router
 

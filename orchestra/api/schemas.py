@@ -138,7 +138,9 @@ class ScheduleNextRuns(BaseModel):
     description: str
     timezone: str
     active: bool
-    times: list[Timestamp] = Field(description="The next slots, in the schedule's time zone (empty if inactive).")
+    paused: bool = Field(default=False, description="Paused at runtime (orchestra pause schedule); no runs while so.")
+    times: list[Timestamp] = Field(description="The next slots, in the schedule's time zone (empty if inactive "
+                                   "or paused).")
 
 
 class ResourceOut(Wire):
@@ -197,6 +199,11 @@ class ChangeOut(Wire):
     notes: list[str]
 
 
+class ResourceRef(BaseModel):
+    kind: str
+    name: str
+
+
 class PlanOut(BaseModel):
     """The daemon's spec directory against the store; ``valid: false`` carries the errors."""
 
@@ -205,8 +212,58 @@ class PlanOut(BaseModel):
     summary: dict[str, int] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     errors: list[DiagnosticOut] = Field(default_factory=list)
+    api_managed: list[ResourceRef] = Field(default_factory=list, alias="apiManaged",
+                                           description="API-managed resources not in the specs: kept, never pruned.")
 
 
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
+
+
+# -- API-managed resources, export, schedule pause ----------------------------------
+
+
+class ResourceMetadataIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(description="Lower-case letters, digits and '-' (at most 63).")
+    labels: dict[str, str] | None = None
+    description: str | None = None
+
+
+class ResourceDocumentIn(Wire):
+    """A WorkQueue or Deployment document, as in a spec file; apiVersion and kind may be left out.
+    ``spec`` is checked exactly as a spec file's is (see docs/spec-reference.md)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True)
+    api_version: str | None = Field(default=None, description="orchestra/v1 if given.")
+    kind: str | None = Field(default=None, description="Must match the address if given.")
+    metadata: ResourceMetadataIn
+    spec: dict[str, Any]
+
+
+class ScheduleIn(BaseModel):
+    """One item of a deployment's ``spec.schedules``: ``cron`` or ``interval``, and the rest optional."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str | None = None
+    cron: str | None = None
+    interval: str | int | float | None = None  # int before float: 90 stays 90
+    anchor: str | None = None
+    timezone: str | None = None
+    parameters: dict[str, Any] | None = None
+    active: bool | None = None
+
+
+class ExportDocument(Wire):
+    api_version: str
+    kind: str
+    metadata: dict[str, Any]
+    spec: dict[str, Any]
+
+
+class SchedulePauseOut(BaseModel):
+    deployment: str
+    schedule: str = Field(description="The schedule's identity: its name, or its canonical timing.")
+    index: int = Field(description="Its position in spec.schedules.")
+    paused: bool

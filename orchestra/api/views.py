@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,15 +24,18 @@ from orchestra.store import StoredResource
 NEXT_RUNS = 5
 
 
-def resource_view(resource: StoredResource, spec_errors: Sequence[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """``resource_json`` plus pool, queue, the spec errors that concern it and its next runs."""
+def resource_view(resource: StoredResource, spec_errors: Sequence[dict[str, Any]], now: datetime,
+                  paused_schedules: Collection[tuple[str, str]] = ()) -> dict[str, Any]:
+    """``resource_json`` plus pool, queue, the spec errors that concern it and its next runs
+    (``paused_schedules``: (deployment, identity) pairs paused at runtime)."""
     spec = resource.spec
+    paused = {identity for deployment, identity in paused_schedules if deployment == resource.name}
     return {
         **resource_json(resource),
         "pool": None if resource.kind == "WorkPool" else spec.get("pool"),
         "queue": (spec.get("queue") or "default") if resource.kind == "Deployment" else None,
         "specErrors": errors_of(resource, spec_errors),
-        "nextRuns": next_runs(spec, now) if resource.kind == "Deployment" else [],
+        "nextRuns": next_runs(spec, now, paused=paused) if resource.kind == "Deployment" else [],
     }
 
 
@@ -54,15 +57,19 @@ def schedules_of(spec: dict[str, Any]) -> list[Schedule]:
     return parsed
 
 
-def next_runs(spec: dict[str, Any], now: datetime, count: int = NEXT_RUNS) -> list[dict[str, Any]]:
+def next_runs(spec: dict[str, Any], now: datetime, count: int = NEXT_RUNS,
+              paused: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Each schedule's next times; none for an inactive or paused one (it makes no runs)."""
     return [{"schedule": s.identity, "description": describe(s), "timezone": s.timezone, "active": s.active,
-             "times": [t.isoformat() for t in next_slots(s, now, count)] if s.active else []}
+             "paused": s.identity in paused,
+             "times": [t.isoformat() for t in next_slots(s, now, count)] if s.active and s.identity not in paused
+             else []}
             for s in schedules_of(spec)]
 
 
-def upcoming(spec: dict[str, Any], now: datetime, count: int) -> list[dict[str, Any]]:
-    """The next ``count`` slots of all active schedules, in time order, each in its own zone."""
-    active = [s for s in schedules_of(spec) if s.active]
+def upcoming(spec: dict[str, Any], now: datetime, count: int, paused: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The next ``count`` slots of all active, unpaused schedules, in time order, each in its own zone."""
+    active = [s for s in schedules_of(spec) if s.active and s.identity not in paused]
     slots = itertools.islice(_merged(active, now), count)
     return [{"time": local.isoformat(), "utc": local.astimezone(UTC).isoformat(), "schedule": s.identity,
              "description": describe(s)} for local, s in slots]

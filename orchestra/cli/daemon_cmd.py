@@ -9,7 +9,6 @@ never load the web stack. Its token comes from ``--api-token-file`` or
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from pathlib import Path
 from types import FrameType
@@ -19,6 +18,7 @@ import click
 
 from orchestra.cli.context import AppContext
 from orchestra.cli.logging_config import configure_logging
+from orchestra.cli.tokens import TOKEN_ENV, read_token
 from orchestra.durations import parse_duration
 from orchestra.reconcile.daemon import Daemon, DaemonSettings
 from orchestra.specs.validate import spec_root
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from orchestra.store import Store
 
 log = logging.getLogger("orchestra.daemon")
-TOKEN_ENV = "ORCHESTRA_API_TOKEN"
 
 
 @click.command()
@@ -52,6 +51,10 @@ TOKEN_ENV = "ORCHESTRA_API_TOKEN"
 def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, shutdown_grace: str,
            host: str, port: int, api: bool, api_token_file: Path | None, log_format: str, log_level: str) -> None:
     """Watch PATHS, apply them, turn schedules into runs and run them; serve the HTTP API."""
+    if app.remote is not None:
+        raise click.UsageError(f"orchestra daemon runs next to its store and serves the API itself: it does not "
+                               f"talk to another daemon (--api-url / ORCHESTRA_API_URL is {app.remote.url}); "
+                               "unset it and give the store with --db")
     configure_logging(log_format, log_level)
     grace = _duration(shutdown_grace, "--shutdown-grace")
     server = _api_server(app.store, app, list(paths), prune, host, port, api_token_file) if api else None
@@ -89,30 +92,18 @@ def _api_server(store: Store, app: AppContext, paths: list[Path], prune: bool, h
     from orchestra.api.auth import InsecureListenError, check_listen_address
     from orchestra.api.server import ApiServer
     from orchestra.api.settings import ApiSettings
+    from orchestra.ui import mount as mount_ui
 
-    token = _api_token(token_file)
+    token = read_token(token_file)
     try:
         check_listen_address(host, token)
     except InsecureListenError as exc:
         raise click.ClickException(str(exc)) from None
     settings = ApiSettings(token=token, state_dir=app.settings.state_dir, spec_paths=tuple(paths), prune=prune)
     try:
-        return ApiServer(create_app(store, settings=settings), host, port)
+        return ApiServer(mount_ui(create_app(store, settings=settings), store, settings), host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot serve the API on {host}:{port}: {exc.strerror or exc}") from None
-
-
-def _api_token(token_file: Path | None) -> str | None:
-    """The token from the file if given, else from the environment; an empty one is a mistake."""
-    if token_file is not None:
-        token = token_file.read_text().strip()
-        if not token:
-            raise click.BadParameter(f"{token_file} is empty", param_hint="--api-token-file")
-        return token
-    value = os.environ.get(TOKEN_ENV)
-    if value is not None and not value.strip():
-        raise click.ClickException(f"{TOKEN_ENV} is set but empty; unset it or give a token")
-    return value.strip() if value else None
 
 
 def _runners(base_dir: Path) -> dict[str, Any]:

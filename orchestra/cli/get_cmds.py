@@ -7,12 +7,11 @@ from typing import Any
 
 import click
 
-from orchestra.api.shapes import resource_json
+from orchestra.cli.backends import RunQuery
 from orchestra.cli.context import AppContext
 from orchestra.cli.output import emit_data, emit_table, output_option
-from orchestra.cli.run_cmds import RunFilter, show_runs
-from orchestra.reconcile.daemon import SPEC_STATUS
-from orchestra.store import STATES, StoredResource
+from orchestra.cli.run_cmds import show_runs
+from orchestra.store import STATES
 
 KIND_BY_NOUN = {"pools": "WorkPool", "pool": "WorkPool", "queues": "WorkQueue", "queue": "WorkQueue",
                 "deployments": "Deployment", "deployment": "Deployment"}
@@ -23,16 +22,17 @@ def _schedules_cell(spec: dict[str, Any]) -> str:
     return ", ".join(s.get("cron") or f"every {s.get('interval')}" for s in schedules) or "-"
 
 
-ROWS: dict[str, tuple[list[str], Callable[[StoredResource], list[Any]]]] = {
+Row = Callable[[dict[str, Any]], list[Any]]
+ROWS: dict[str, tuple[list[str], Row]] = {
     "WorkPool": (["NAME", "TYPE", "LIMIT", "PAUSED", "SOURCE"],
-                 lambda r: [r.name, r.spec["type"], r.spec.get("concurrencyLimit"), r.paused,
-                            resource_json(r)["source"]]),
+                 lambda r: [r["name"], r["spec"]["type"], r["spec"].get("concurrencyLimit"), r["paused"],
+                            r["source"]]),
     "WorkQueue": (["NAME", "POOL", "PRIORITY", "LIMIT", "PAUSED"],
-                  lambda r: [r.name, r.spec["pool"], r.spec.get("priority", 100), r.spec.get("concurrencyLimit"),
-                             r.paused]),
+                  lambda r: [r["name"], r["spec"]["pool"], r["spec"].get("priority", 100),
+                             r["spec"].get("concurrencyLimit"), r["paused"]]),
     "Deployment": (["NAME", "POOL", "QUEUE", "SCHEDULES", "PAUSED", "SOURCE"],
-                   lambda r: [r.name, r.spec["pool"], r.spec.get("queue") or "default", _schedules_cell(r.spec),
-                              r.paused, resource_json(r)["source"]]),
+                   lambda r: [r["name"], r["spec"]["pool"], r["spec"].get("queue") or "default",
+                              _schedules_cell(r["spec"]), r["paused"], r["source"]]),
 }
 
 
@@ -49,14 +49,13 @@ def get(app: AppContext, noun: str, name: str | None, deployment: str | None, st
         pool: str | None, limit: int, fmt: str) -> None:
     """List pools, queues, deployments or runs, or show one by NAME."""
     if noun in ("runs", "run"):
-        show_runs(app, name, RunFilter(deployment, set(states), pool, limit), fmt)
+        show_runs(app, name, RunQuery(deployment, frozenset(states), pool, limit), fmt)
         return
     _warn_about_spec_errors(app)
     kind = KIND_BY_NOUN[noun]
-    resources = [app.store.get_resource(kind, name)] if name else app.store.list_resources(kind)
+    resources = [app.backend.get_resource(kind, name)] if name else app.backend.list_resources(kind)
     if fmt != "table":
-        data = [resource_json(r) for r in resources]
-        emit_data(data[0] if name else data, fmt)
+        emit_data(resources[0] if name else resources, fmt)
         return
     if not resources:
         click.echo(f"No {noun} found. Apply specs first: orchestra apply specs/", err=True)
@@ -67,7 +66,7 @@ def get(app: AppContext, noun: str, name: str | None, deployment: str | None, st
 
 def _warn_about_spec_errors(app: AppContext) -> None:
     """The daemon keeps the last good state when specs break; say so wherever resources show."""
-    spec_status = app.store.get_status(SPEC_STATUS)
+    spec_status = app.backend.spec_status()
     if spec_status and not spec_status["ok"]:
         click.echo(f"Warning: the watched specs have {len(spec_status['errors'])} error(s) since "
                    f"{spec_status['checkedAt']}; showing the last good state (see: orchestra status).", err=True)

@@ -17,7 +17,6 @@ from orchestra.cli.context import AppContext
 from orchestra.cli.output import console, emit_data, emit_table, is_terminal
 from orchestra.diagnostics import SpecError
 from orchestra.jobs.defaults import POOL_TYPES, default_template
-from orchestra.reconcile.jobs import prepare_job
 from orchestra.scheduling import Schedule, iter_slots, parse_schedule
 from orchestra.specs.validate import load_resources, schedule_errors
 
@@ -35,15 +34,14 @@ job_var_option = click.option("--job-var", "job_vars", multiple=True, metavar="K
 @click.pass_obj
 def render(app: AppContext, deployment: str, params: tuple[str, ...], job_vars: tuple[str, ...], fmt: str) -> None:
     """Print the job a run of DEPLOYMENT would get (and, on a terminal, the variables patch)."""
-    stored = app.store.get_resource("Deployment", deployment)
-    schema = stored.spec.get("parameterSchema")
-    prepared = prepare_job(app.store, deployment, parameters=parse_assignments(params, "--param", schema),
-                           job_variables=parse_assignments(job_vars, "--job-var"))
-    emit_data(prepared.rendered.job, fmt)
+    schema = app.backend.get_resource("Deployment", deployment)["spec"].get("parameterSchema")
+    rendered = app.backend.render(deployment, parse_assignments(params, "--param", schema),
+                                  parse_assignments(job_vars, "--job-var"))
+    emit_data(rendered["job"], fmt)
     if is_terminal() and fmt == "yaml":
         out = console()
-        out.print(f"\n[dim]# job variables against the defaults of pool {prepared.pool.name!r} (RFC 6902):[/]")
-        for op in prepared.rendered.variables_patch or [{"note": "no overrides"}]:
+        out.print(f"\n[dim]# job variables against the defaults of pool {rendered['pool']!r} (RFC 6902):[/]")
+        for op in rendered["variablesPatch"] or [{"note": "no overrides"}]:
             out.print(f"[dim]# {json.dumps(op)}[/]", markup=True)
 
 
@@ -84,7 +82,7 @@ def _keyed(index: int, schedule: Schedule, after: datetime) -> Iterator[tuple[da
 def _deployment_spec(app: AppContext, target: str) -> dict[str, Any]:
     path = Path(target)
     if not path.exists():
-        return app.store.get_resource("Deployment", target).spec
+        return app.backend.get_resource("Deployment", target)["spec"]
     specs = load_resources([path])
     deployments = specs.of_kind("Deployment")
     specs.diagnostics += [d.diagnostic(e) for d in deployments.values() for e in schedule_errors(d.spec)]

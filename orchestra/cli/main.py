@@ -14,8 +14,9 @@ from pathlib import Path
 
 import click
 
-from orchestra.cli import daemon_cmd, get_cmds, job_cmds, run_cmds, spec_cmds
-from orchestra.cli.context import AppContext
+from orchestra.cli import daemon_cmd, export_cmd, get_cmds, job_cmds, run_cmds, spec_cmds, worker_cmd
+from orchestra.cli.context import AppContext, RemoteSettings
+from orchestra.cli.tokens import TOKEN_ENV, read_token
 from orchestra.diagnostics import SpecError
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
@@ -27,15 +28,21 @@ EXIT_USAGE = 64
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--db", envvar="ORCHESTRA_DB", metavar="URL",
               help="SQLAlchemy URL of the store (default: SQLite under .orchestra/). Env: ORCHESTRA_DB.")
+@click.option("--api-url", envvar="ORCHESTRA_API_URL", metavar="URL",
+              help="Talk to the daemon serving its API at URL instead of a store (--db is then unused). "
+                   "Env: ORCHESTRA_API_URL.")
+@click.option("--api-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help=f"File holding the API's bearer token (default: the {TOKEN_ENV} environment variable).")
 @click.version_option(package_name="orchestra")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None) -> None:
+def cli(ctx: click.Context, db: str | None, api_url: str | None, api_token_file: Path | None) -> None:
     """Declarative workflow orchestration: specs in git, plan, apply, run."""
-    ctx.obj = AppContext(Settings(db_url=db, cwd=Path(os.getcwd())))
+    remote = RemoteSettings(api_url, read_token(api_token_file)) if api_url else None
+    ctx.obj = AppContext(Settings(db_url=db, cwd=Path(os.getcwd())), remote)
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (spec_cmds, get_cmds, job_cmds, run_cmds, daemon_cmd):
+for module in (spec_cmds, get_cmds, job_cmds, run_cmds, daemon_cmd, export_cmd, worker_cmd):
     module.register(cli)
 
 

@@ -1,26 +1,26 @@
 """Runtime commands: ``run``, ``cancel``, ``pause``/``resume``, ``logs``,
-``get runs`` and ``status``. They work against the store while a daemon
-runs (SQLite WAL lets both write); the daemon notices within a second."""
+``get runs`` and ``status``. They call the backend (``cli.backends``): the
+store while a daemon runs (SQLite WAL lets both write; the daemon notices
+within a second), or the daemon's API with ``--api-url``."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import click
 
-from orchestra.api.shapes import run_detail_json, run_json
 from orchestra.cli.assignments import parse_assignments
+from orchestra.cli.backends import Backend, RunQuery
 from orchestra.cli.context import AppContext
 from orchestra.cli.job_cmds import job_var_option, param_option
 from orchestra.cli.output import emit_data, emit_table, output_option
 from orchestra.diagnostics import Diagnostic
-from orchestra.reconcile.daemon import SPEC_STATUS
-from orchestra.reconcile.operations import KIND_BY_NOUN, cancel_run, create_manual_run, set_paused
-from orchestra.runners.logs import follow_log, read_log
-from orchestra.store import TERMINAL, Run
+from orchestra.reconcile.operations import KIND_BY_NOUN
+from orchestra.store import TERMINAL
 
 WATCH_POLL = 0.2
 
@@ -35,26 +35,25 @@ WATCH_POLL = 0.2
 def run_command(app: AppContext, deployment: str, params: tuple[str, ...], job_vars: tuple[str, ...],
                 watch: bool, fmt: str) -> None:
     """Start a run of DEPLOYMENT now, with these parameters."""
-    schema = app.store.get_resource("Deployment", deployment).spec.get("parameterSchema")
-    run = create_manual_run(app.store, deployment, parameters=parse_assignments(params, "--param", schema),
-                            job_variables=parse_assignments(job_vars, "--job-var"), now=app.now())
-    click.echo(json.dumps({"id": run.id}) if fmt == "json" else run.id)
+    schema = app.backend.get_resource("Deployment", deployment)["spec"].get("parameterSchema")
+    run = app.backend.create_run(deployment, parse_assignments(params, "--param", schema),
+                                 parse_assignments(job_vars, "--job-var"))
+    click.echo(json.dumps({"id": run["id"]}) if fmt == "json" else run["id"])
     if watch:
-        final = _watch(app, run.id)
-        if final.state != "Completed":
+        final = _watch(app.backend, run["id"])
+        if final["state"] != "Completed":
             raise click.exceptions.Exit(1)
 
 
-def _watch(app: AppContext, run_id: str) -> Run:
+def _watch(backend: Backend, run_id: str) -> dict[str, Any]:
     """Print each state change to stderr until the run ends (no time limit: Ctrl-C stops watching)."""
     seen = 0
     while True:
-        events = app.store.events(run_id)
-        for event in events[seen:]:
-            click.echo(f"{event.time.isoformat()}  {event.to_state:<10} {event.reason}", err=True)
-        seen = len(events)
-        run = app.store.get_run(run_id)
-        if run.state in TERMINAL:
+        run = backend.get_run(run_id)
+        for event in run["events"][seen:]:
+            click.echo(f"{event['time']}  {event['to']:<10} {event['reason']}", err=True)
+        seen = len(run["events"])
+        if run["state"] in TERMINAL:
             return run
         time.sleep(WATCH_POLL)
 
@@ -64,20 +63,21 @@ def _watch(app: AppContext, run_id: str) -> Run:
 @click.pass_obj
 def cancel(app: AppContext, run_id: str) -> None:
     """Cancel RUN: a scheduled run at once, a running one by SIGTERM, grace, SIGKILL."""
-    run = cancel_run(app.store, run_id)
-    click.echo(f"{run.id}: {run.state}")
+    run = app.backend.cancel_run(run_id)
+    click.echo(f"{run['id']}: {run['state']}")
 
 
 def _pause_command(paused: bool) -> click.Command:
     verb = "pause" if paused else "resume"
 
-    @click.command(verb, help=f"{verb.capitalize()} a deployment, pool or queue (runtime state, not spec).")
+    @click.command(verb, help=f"{verb.capitalize()} a deployment, pool, queue or one schedule "
+                              "(NAME: DEPLOYMENT/SCHEDULE, its name or index); runtime state, not spec.")
     @click.argument("noun", type=click.Choice(sorted(KIND_BY_NOUN)))
     @click.argument("name")
     @click.pass_obj
     def command(app: AppContext, noun: str, name: str) -> None:
-        resource = set_paused(app.store, noun, name, paused)
-        click.echo(f"{resource.kind}/{resource.name}: {'paused' if resource.paused else 'active'}")
+        resource = app.backend.set_paused(noun, name, paused)
+        click.echo(f"{resource['kind']}/{resource['name']}: {'paused' if resource['paused'] else 'active'}")
 
     return command
 
@@ -88,41 +88,29 @@ def _pause_command(paused: bool) -> click.Command:
 @click.pass_obj
 def logs(app: AppContext, run_id: str, follow: bool) -> None:
     """Print the output of RUN (stdout and stderr, in order)."""
-    run = app.store.get_run(run_id)
-    path = app.settings.state_dir / "logs" / f"{run.id}.log"
     out = sys.stdout.buffer
-    if not follow:
-        data, _ = read_log(path)
-        out.write(data)
-        out.flush()
-        return
-    for chunk in follow_log(path, 0, stop=lambda: app.store.get_run(run.id).state in TERMINAL):
+    chunks = app.backend.follow_log(run_id) if follow else [app.backend.read_log(run_id)]
+    for chunk in chunks:
         out.write(chunk)
         out.flush()
 
 
-@dataclass(frozen=True)
-class RunFilter:
-    deployment: str | None
-    states: set[str]
-    pool: str | None
-    limit: int
-
-
-def show_runs(app: AppContext, run_id: str | None, where: RunFilter, fmt: str) -> None:
+def show_runs(app: AppContext, run_id: str | None, where: RunQuery, fmt: str) -> None:
     """``get runs``: newest first, or one run with its events."""
     if run_id:
-        run = app.store.get_run(run_id)
-        emit_data(run_detail_json(run, app.store.events(run.id)), "yaml" if fmt == "table" else fmt)
+        emit_data(app.backend.get_run(run_id), "yaml" if fmt == "table" else fmt)
         return
-    found = app.store.list_runs(deployment=where.deployment, state=where.states or None, pool=where.pool,
-                                limit=where.limit)
+    found = app.backend.list_runs(where)
     if fmt != "table":
-        emit_data([run_json(r) for r in found], fmt)
+        emit_data(found, fmt)
         return
     emit_table(["ID", "DEPLOYMENT", "STATE", "SCHEDULED", "ATTEMPT", "REASON"],
-               [[r.id[:12], r.deployment, r.state, r.scheduled_time.isoformat(timespec="seconds"),
-                 f"{r.attempt}/{r.max_attempts}", r.state_reason] for r in found])
+               [[r["id"][:12], r["deployment"], r["state"], _seconds(r["scheduledTime"]),
+                 f"{r['attempt']}/{r['maxAttempts']}", r["stateReason"]] for r in found])
+
+
+def _seconds(timestamp: str) -> str:
+    return datetime.fromisoformat(timestamp).isoformat(timespec="seconds")
 
 
 @click.command()
@@ -130,7 +118,7 @@ def show_runs(app: AppContext, run_id: str | None, where: RunFilter, fmt: str) -
 @click.pass_obj
 def status(app: AppContext, fmt: str) -> None:
     """The daemon's view of the spec tree: valid, or the errors keeping the last good state."""
-    spec_status = app.store.get_status(SPEC_STATUS)
+    spec_status = app.backend.spec_status()
     if fmt == "json":
         emit_data({"specs": spec_status}, "json")
         return

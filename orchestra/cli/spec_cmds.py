@@ -7,11 +7,10 @@ from pathlib import Path
 
 import click
 
+from orchestra.cli.backends import PlanOutcome
 from orchestra.cli.context import AppContext
 from orchestra.cli.output import console
 from orchestra.diagnostics import SpecError
-from orchestra.planning.render import render_plan
-from orchestra.reconcile.apply import apply_plan, plan_specs
 from orchestra.specs.validate import load_specs
 
 EXIT_CHANGES = 2
@@ -47,9 +46,9 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
 @click.pass_obj
 def plan(app: AppContext, paths: tuple[Path, ...], prune: bool, detailed_exitcode: bool, fmt: str) -> None:
     """Show what apply would change, field by field."""
-    result = plan_specs(app.store, list(paths), prune=prune, now=app.now())
-    _show(result.plan, fmt, verb="would")
-    if detailed_exitcode and result.plan.has_changes:
+    outcome = app.backend.plan(list(paths), prune=prune)
+    _show(outcome, fmt)
+    if detailed_exitcode and outcome.has_changes:
         raise click.exceptions.Exit(EXIT_CHANGES)
 
 
@@ -61,24 +60,22 @@ def plan(app: AppContext, paths: tuple[Path, ...], prune: bool, detailed_exitcod
 @click.pass_obj
 def apply(app: AppContext, paths: tuple[Path, ...], prune: bool, dry_run: bool, fmt: str) -> None:
     """Make the store match the specs, in one transaction."""
-    result = plan_specs(app.store, list(paths), prune=prune, now=app.now())
-    if not dry_run:
-        apply_plan(app.store, result)
+    outcome = (app.backend.plan if dry_run else app.backend.apply)(list(paths), prune=prune)
     if fmt == "json":
-        click.echo(json.dumps({**result.plan.to_json(), "applied": not dry_run}, indent=2, default=str))
+        click.echo(json.dumps({**outcome.json, "applied": not dry_run}, indent=2, default=str))
         return
-    _show(result.plan, fmt, verb="would" if dry_run else "will")
-    if result.plan.has_changes and not dry_run:
-        s = result.plan.summary
+    _show(outcome, fmt)
+    if outcome.has_changes and not dry_run:
+        s = outcome.summary
         console().print(f"[bold green]Apply complete![/] {s['create']} created, {s['update']} updated, "
                         f"{s['delete']} deleted.")
 
 
-def _show(plan_value: object, fmt: str, verb: str) -> None:
+def _show(outcome: PlanOutcome, fmt: str) -> None:
     if fmt == "json":
-        click.echo(json.dumps(plan_value.to_json(), indent=2, default=str))  # type: ignore[attr-defined]
+        click.echo(json.dumps(outcome.json, indent=2, default=str))
     else:
-        console().print(render_plan(plan_value, verb=verb))  # type: ignore[arg-type]
+        console().print(outcome.text)
 
 
 def register(group: click.Group) -> None:

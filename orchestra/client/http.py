@@ -41,10 +41,14 @@ class ApiClient:
         self.close()
 
     def request(self, method: str, path: str, *, json: Any = None,
-                params: Mapping[str, Any] | None = None, timeout: float | None = None) -> Any:
-        """Send one request; the decoded JSON body (None for an empty one), or the mapped error."""
+                params: Mapping[str, Any] | None = None, timeout: float | None = None,
+                content: bytes | None = None) -> Any:
+        """Send one request (a JSON body, or raw ``content``); the decoded JSON body (None for
+        an empty one), or the mapped error."""
+        headers = {"Content-Type": "application/octet-stream"} if content is not None else None
         try:
-            response = self._http.request(method, path, json=json, params=_clean(params),
+            response = self._http.request(method, path, json=json, params=_clean(params), content=content,
+                                          headers=headers,
                                           timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.HTTPError as exc:
             raise ApiUnavailable(f"cannot reach the orchestra API at {self.base_url}: {exc}") from exc

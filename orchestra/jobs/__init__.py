@@ -6,7 +6,9 @@ The public surface, used by spec validation, workers and the CLI:
 - ``check_template``, ``render_job``, ``render_errors``, ``pool_defaults``,
   ``RenderedJob`` (``template``);
 - ``deep_merge``, ``variables_patch`` (``merge``);
-- ``parameter_schema_from_entrypoint`` (``signature``).
+- ``parameter_schema_from_entrypoint`` (``signature``);
+- secret marks, ``secretRef`` references and masking (``secrets``): a
+  ``RenderedJob``'s ``job`` is masked, ``runnable()`` has the real values.
 
 Everything here is pure (values in, values out) except ``signature``, which
 reads the entrypoint's source file; nothing here imports user code.

@@ -5,8 +5,9 @@
 ``variables_patch(defaults, merged)`` on the run, so that anyone can see
 which defaults a run overrode. The merge rules are Kubernetes' strategic
 merge without the strategies: objects merge key by key, lists and scalars
-replace, ``null`` removes a key. This is the only module that imports
-``jsonpatch`` for diffs; applying ``jobPatches`` lives in ``patches``.
+replace, ``null`` removes a key; a ``secretRef`` counts as a scalar. This
+is the only module that imports ``jsonpatch`` for diffs; applying
+``jobPatches`` lives in ``patches``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import jsonpatch
+
+from orchestra.jobs.secrets import is_ref_shaped
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -38,8 +41,10 @@ def _merge_into(target: dict[str, Any], override: dict[str, Any]) -> None:
     for key, value in override.items():
         if value is None:
             target.pop(key, None)
+        elif is_ref_shaped(value):
+            target[key] = copy_json(value)  # a secretRef replaces whole, like a scalar: never merged key by key
         elif isinstance(value, dict):
-            if not isinstance(target.get(key), dict):
+            if not isinstance(target.get(key), dict) or is_ref_shaped(target[key]):
                 target[key] = {}
             _merge_into(target[key], value)
         else:

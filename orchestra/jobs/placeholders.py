@@ -20,6 +20,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestra.jobs.secrets import json_form, text_form
+
 PLACEHOLDER_RE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _WHOLE_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}\Z", re.DOTALL)
 # Segments after the first may start with a digit or hold '/', so that
@@ -83,13 +85,19 @@ def unknown_message(name: str, variables: Collection[str], *, command: bool = Tr
 
 
 def to_text(value: Any) -> str:
-    """How a value reads inside a longer string or argv: strings as-is, the rest as JSON."""
-    return value if isinstance(value, str) else to_json(value)
+    """How a value reads inside a longer string or argv: strings as-is, the rest as JSON.
+
+    A secret's token (``jobs.secrets``) becomes its text form, so that it
+    turns back into the secret's text, not its typed value.
+    """
+    if isinstance(value, str):
+        return text_form(value) if "@@secret-" in value else value
+    return to_json(value)
 
 
 def to_json(value: Any) -> str:
-    """Compact JSON; dates (which YAML may produce) as ISO 8601 strings."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    """Compact JSON; dates (which YAML may produce) as ISO 8601 strings; secret tokens kept exact."""
+    return json_form(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:

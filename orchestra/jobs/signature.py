@@ -9,8 +9,9 @@ importing would run user code (and its imports) inside the daemon.
 Annotations map to JSON Schema as far as they can be read without
 executing anything: int, float, str, bool, list[X], dict[str, X],
 tuple[...], Optional[X], X | None, Union[...], Literal[...], Annotated[X,
-...], and string forward references. Anything else (a class of the user's
-own) accepts any value, since the function will see plain JSON anyway.
+...], and string forward references; ``SecretStr`` and ``Secret`` mark the
+parameter secret (a string, masked wherever shown). Anything else (a class
+of the user's own) accepts any value, since the function will see plain JSON anyway.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ _SIMPLE: dict[str, Schema] = {
     "list": {"type": "array"}, "List": {"type": "array"}, "Sequence": {"type": "array"},
     "tuple": {"type": "array"}, "Tuple": {"type": "array"}, "set": {"type": "array", "uniqueItems": True},
     "dict": {"type": "object"}, "Dict": {"type": "object"}, "Mapping": {"type": "object"},
+    # A parameter annotated SecretStr (pydantic) or Secret is a secret: masked wherever shown (jobs.secrets).
+    "SecretStr": {"type": "string", "writeOnly": True, "format": "password"},
+    "Secret": {"type": "string", "writeOnly": True, "format": "password"},
 }
 _ARRAYS = ("list", "List", "Sequence", "Iterable", "set", "Set", "frozenset", "FrozenSet")
 _OBJECTS = ("dict", "Dict", "Mapping", "MutableMapping")

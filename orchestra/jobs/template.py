@@ -14,6 +14,11 @@ time); workers and ``orchestra render`` call ``render_job``. The steps:
 5. apply the deployment's ``jobPatches`` (``patches``); then add orchestra's
    environment variables (``env``).
 
+Secrets (``secrets``): values the schemas mark secret and ``secretRef``
+references are rendered as tokens, so one render gives both the masked job a
+run stores and shows (``RenderedJob.job``) and the real one for the runner
+(``RenderedJob.runnable()``).
+
 Every error is a ``FieldError`` whose path is relative to the deployment
 document (``spec.jobVariables.env.X``), to the run (``jobVariables...``) or
 to the pool's template (``baseJobTemplate...``).
@@ -22,7 +27,7 @@ to the pool's template (``baseJobTemplate...``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -46,6 +51,16 @@ from orchestra.jobs.placeholders import (
     unknown_message,
     whole_name,
 )
+from orchestra.jobs.secrets import (
+    Pattern,
+    SecretRef,
+    SecretTable,
+    checkable,
+    masked,
+    resolve_refs,
+    safe_error,
+    secret_paths,
+)
 from orchestra.jobs.variables import SchemaValidators, Sources, validators_for, variable_errors
 
 IN_POOL = " (in the pool's base job template)"
@@ -53,11 +68,35 @@ IN_POOL = " (in the pool's base job template)"
 
 @dataclass(frozen=True)
 class RenderedJob:
-    """What a run stores: the job for the runner, its variables and what they override."""
+    """What a run stores: its job, its variables and what they override, secrets masked.
+
+    ``job``, ``variables`` and ``variables_patch`` show ``***`` for a secret
+    given by value and ``<secret:env:NAME>`` for a reference: they are what
+    is stored on the run and printed. Only ``runnable()`` has the real
+    values, for the runner; references must be resolved first
+    (``resolve_secret_refs``, on the worker that launches the job).
+    """
 
     job: dict[str, Any]
     variables: dict[str, Any]
     variables_patch: list[dict[str, Any]]
+    secrets: SecretTable = field(default_factory=SecretTable, repr=False, compare=False)
+    concealed_job: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def secret_refs(self) -> dict[SecretRef, Path]:
+        """The references to resolve before launch, each with where it was first used."""
+        return self.secrets.refs
+
+    def resolve_secret_refs(self, environ: Mapping[str, str], read_file: Callable[[str], str]) -> list[FieldError]:
+        """Read every reference's value into this job (never into the masked fields); the problems found."""
+        return resolve_refs(self.secrets, environ, read_file)
+
+    def runnable(self) -> dict[str, Any]:
+        """The job for the runner, with the real secret values; never store or show it."""
+        if self.concealed_job is None:
+            return self.job
+        return self.secrets.revealed(self.concealed_job)
 
 
 def pool_defaults(variables_schema: dict[str, Any]) -> dict[str, Any]:
@@ -74,8 +113,13 @@ def render_job(template: dict[str, Any], deployment: dict[str, Any], *, paramete
     rendered, errors = _render(template, deployment, parameters, job_variables, run_id, scheduled_time, python)
     if errors or rendered is None:
         raise errors[0]
-    job, merged, defaults = rendered
-    return RenderedJob(job, merged, variables_patch(defaults, merged))
+    table = rendered.secrets
+    if not table and not rendered.patterns:
+        return RenderedJob(rendered.job, rendered.variables, variables_patch(rendered.defaults, rendered.variables))
+    variables = masked(rendered.variables, rendered.patterns, refs_as_labels=True)
+    defaults = masked(rendered.defaults, rendered.patterns, refs_as_labels=True)
+    return RenderedJob(table.masked(rendered.job), variables, variables_patch(defaults, variables), table,
+                       rendered.job)
 
 
 def render_errors(template: dict[str, Any], deployment: dict[str, Any], *, parameters: dict[str, Any] | None = None,
@@ -105,6 +149,7 @@ class _Template:
     validators: SchemaValidators | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     names: frozenset[str] = frozenset()
+    secret: tuple[Pattern, ...] = ()  # variable paths the schema marks secret
 
 
 def _compiled(template: dict[str, Any]) -> _Template:
@@ -121,7 +166,7 @@ def _compile(frozen: str) -> _Template:
     if errors:
         return _Template(errors)
     schema = template["variables"]
-    return _Template((), validators_for(schema), pool_defaults(schema), variable_names(schema))
+    return _Template((), validators_for(schema), pool_defaults(schema), variable_names(schema), secret_paths(schema))
 
 
 def _check(template: Any) -> Iterator[FieldError]:
@@ -163,12 +208,20 @@ def _schema_errors(schema: Any) -> Iterator[FieldError]:
 
 
 def _default_errors(schema: dict[str, Any]) -> Iterator[FieldError]:
-    """Defaults that break their own schema; "required" at the root is fine (deployments supply it)."""
-    for error in validators_for(schema).errors.iter_errors(pool_defaults(schema)):
+    """Defaults that break their own schema; "required" at the root is fine (deployments supply it).
+
+    A default may be a ``secretRef`` (checked for shape and type), and a
+    secret default is never quoted (``secrets.checkable``).
+    """
+    view = checkable(pool_defaults(schema), secret_paths(schema))
+    for problem in view.problems:
+        yield FieldError(("variables", "properties", problem.path[0], "default", *problem.path[1:]), problem.message)
+    for error in validators_for(schema).errors.iter_errors(view.value):
         path = tuple(error.absolute_path)
-        if path:
+        message = safe_error(error, view)
+        if path and message is not None:
             yield FieldError(("variables", "properties", path[0], "default", *path[1:]),
-                             f"the default does not satisfy the schema: {error.message}")
+                             f"the default does not satisfy the schema: {message}")
 
 
 def _placeholder_errors(value: Any, names: frozenset[str], path: Path) -> Iterator[FieldError]:
@@ -190,7 +243,15 @@ def _placeholder_errors(value: Any, names: frozenset[str], path: Path) -> Iterat
 # --- one run -----------------------------------------------------------------------------------------------------
 
 
-_Result = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]  # job, merged variables, defaults
+@dataclass(frozen=True)
+class _Result:
+    """A render before masking: the job holds tokens where secrets go (``secrets.SecretTable``)."""
+
+    job: dict[str, Any]
+    variables: dict[str, Any]  # merged, as given (references unresolved)
+    defaults: dict[str, Any]
+    secrets: SecretTable
+    patterns: tuple[Pattern, ...]  # secret variable paths
 
 
 @dataclass(frozen=True)
@@ -221,16 +282,32 @@ def _render_run(config: dict[str, Any], compiled: _Template, validators: SchemaV
                 python: str) -> tuple[_Result | None, list[FieldError]]:
     merged = merge_layers(compiled.defaults, inputs.deployment_variables, inputs.run_variables)
     sources = Sources(compiled.defaults, inputs.deployment_variables, inputs.run_variables)
-    errors = variable_errors(validators, merged, sources)
-    command, command_errors = build_command(inputs.spec, inputs.scope, python)
+    errors = variable_errors(validators, merged, sources, compiled.secret)
+    # Secrets are rendered as tokens, so the job can be stored masked and
+    # handed to the runner real, from one render (``secrets.SecretTable``).
+    table = SecretTable()
+    parameters = table.conceal(inputs.scope.parameters, secret_paths(inputs.spec.get("parameterSchema")),
+                               ("parameters",))
+    scope = replace(inputs.scope, parameters=parameters)
+    command, command_errors = build_command(inputs.spec, scope, python)
     if command is None and command_errors:
-        return None, errors + command_errors
-    job, job_errors = _job(config, replace(inputs.scope, variables=merged, command=command), sources, inputs.patches)
+        return None, _masked_errors(table, errors + command_errors)
+    variables = table.conceal(merged, compiled.secret, ("jobVariables",))
+    job, job_errors = _job(config, replace(scope, variables=variables, command=command), sources, inputs.patches)
     seen = {error.path for error in errors}  # the env check repeats what the schema may have said
     errors += command_errors + [error for error in job_errors if error.path not in seen]
     # The patch is left to render_job: make_patch is the slowest step, and the
     # trial render of every deployment during plan only needs the errors.
-    return (None if errors else (job, merged, copy_json(compiled.defaults))), errors
+    if errors:
+        return None, _masked_errors(table, errors)
+    return _Result(job, merged, copy_json(compiled.defaults), table, compiled.secret), []
+
+
+def _masked_errors(table: SecretTable, errors: list[FieldError]) -> list[FieldError]:
+    """Messages that quote a rendered value (a failed ``test`` patch) show the secret's label, not its token."""
+    if not table:
+        return errors
+    return [FieldError(error.path, table.masked_text(error.message)) for error in errors]
 
 
 def _inputs(deployment: Any, parameters: dict[str, Any] | None, job_variables: dict[str, Any] | None,

@@ -22,6 +22,7 @@ import jsonschema_rs
 from jsonschema import Draft7Validator, ValidationError
 
 from orchestra.errors import FieldError, Path, PathPart
+from orchestra.jobs.secrets import Pattern, checkable, safe_error, scrub
 
 RUN_HINT = " (from the run's job variables)"
 
@@ -88,19 +89,35 @@ def _depth(value: Any, path: Path) -> int:
     return len(path)
 
 
-def variable_errors(validators: SchemaValidators, merged: dict[str, Any], sources: Sources) -> list[FieldError]:
-    """Every schema violation of ``merged``, each at the field that caused it."""
+def variable_errors(validators: SchemaValidators, merged: dict[str, Any], sources: Sources,
+                    secret: tuple[Pattern, ...] = ()) -> list[FieldError]:
+    """Every schema violation of ``merged``, each at the field that caused it.
+
+    ``secret`` are the paths the schema marks secret: their values are never
+    quoted, and a ``secretRef`` is checked for its shape and type only (its
+    value is read at launch; ``secrets.checkable``).
+    """
+    view = checkable(merged, secret)
+    errors = [FieldError(*_blamed(sources, p.path, p.message)) for p in view.problems]
     # jsonschema_rs answers "valid?" about 50x faster; the Python validator,
     # whose errors have the paths we need, runs only when something is wrong.
-    if validators.fast is not None and _fast_valid(validators.fast, merged):
-        return []
-    errors = []
-    found = validators.errors.iter_errors(merged)
+    if validators.fast is not None and _fast_valid(validators.fast, view.value):
+        return errors
+    found = validators.errors.iter_errors(view.value)
     for error in sorted(found, key=lambda e: [str(part) for part in e.absolute_path]):
+        if view.concerns(tuple(error.absolute_path)):
+            safe = safe_error(error, view)
+            if safe is not None:
+                errors.append(FieldError(*_blamed(sources, tuple(error.absolute_path), safe)))
+            continue
         for path, message in _explained(error):
-            where, hint = sources.blame(path)
-            errors.append(FieldError(where, message + hint))
+            errors.append(FieldError(*_blamed(sources, path, scrub(message, view.hidden))))
     return errors
+
+
+def _blamed(sources: Sources, path: Path, message: str) -> tuple[Path, str]:
+    where, hint = sources.blame(path)
+    return where, message + hint
 
 
 def _fast_valid(validator: Any, instance: dict[str, Any]) -> bool:

@@ -8,12 +8,12 @@ the API and UI show it. Keeping it data is what lets all of them agree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from orchestra.planning.diff import FieldChange, field_diff, leaves
+from orchestra.planning.diff import FieldChange, field_diff, hide_plan_secrets, leaves
 from orchestra.scheduling import next_slots, parse_schedule
 from orchestra.specs.model import Resource
 
@@ -80,6 +80,7 @@ class Plan:
     notes: list[str]
     unchanged: int
     moved: list[Resource]  # same content, new file or line: recorded quietly by apply
+    api_managed: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) kept, not in specs
 
     @property
     def summary(self) -> dict[str, int]:
@@ -93,11 +94,16 @@ class Plan:
         return bool(self.changes)
 
     def to_json(self) -> dict[str, Any]:
-        return {"changes": [c.to_json() for c in self.changes], "summary": self.summary, "notes": self.notes}
+        return {"changes": [c.to_json() for c in self.changes], "summary": self.summary, "notes": self.notes,
+                "apiManaged": [{"kind": kind, "name": name} for kind, name in self.api_managed]}
 
 
-def compute_plan(desired: Sequence[Resource], stored: Sequence[StoredLike], *, prune: bool, now: datetime) -> Plan:
-    """Compare desired with stored; deletes only with ``prune`` and only spec-managed resources."""
+def compute_plan(desired: Sequence[Resource], stored: Sequence[StoredLike], *, prune: bool, now: datetime,
+                 paused_schedules: Collection[tuple[str, str]] = ()) -> Plan:
+    """Compare desired with stored; deletes only with ``prune`` and only spec-managed resources.
+
+    ``paused_schedules`` ((deployment, schedule identity), runtime state) only adds notes.
+    """
     stored_by_key = {(s.kind, s.name): s for s in stored}
     desired_keys = {(r.kind, r.name) for r in desired}
     changes: list[Change] = []
@@ -111,9 +117,12 @@ def compute_plan(desired: Sequence[Resource], stored: Sequence[StoredLike], *, p
             moved.append(resource)
     leftovers = [s for key, s in stored_by_key.items() if key not in desired_keys]
     deletes, notes = _leftover_changes(leftovers, prune)
-    notes += _runtime_notes(stored, desired_keys)
+    notes += _runtime_notes(stored, desired_keys) + _schedule_pause_notes(paused_schedules, desired_keys)
     unchanged = len(desired) - sum(1 for c in changes if c.action != "delete")
-    return Plan(changes=_ordered(changes + deletes), notes=notes, unchanged=unchanged, moved=moved)
+    api_managed = sorted(((s.kind, s.name) for s in leftovers if s.manager != MANAGER_SPECS),
+                         key=lambda key: (_KIND_ORDER.get(key[0], 9), key[1]))
+    return Plan(changes=_ordered(hide_plan_secrets(changes + deletes, desired, stored)), notes=notes, unchanged=unchanged, moved=moved,
+                api_managed=api_managed)
 
 
 def _desired_change(resource: Resource, current: StoredLike | None, now: datetime) -> Change | None:
@@ -137,7 +146,8 @@ def _leftover_changes(leftovers: list[StoredLike], prune: bool) -> tuple[list[Ch
     for stored in leftovers:
         ref = f"{stored.kind}/{stored.name}"
         if stored.manager != MANAGER_SPECS:
-            notes.append(f"{ref} is managed by the API and is kept (never pruned)")
+            notes.append(f"{ref} is managed by the API (not in specs; never pruned; "
+                         "orchestra export prints it as YAML)")
         elif prune:
             deletes.append(Change("delete", stored.kind, stored.name, _stored_source(stored),
                                   [FieldChange("remove", "/", {"metadata": stored.metadata, "spec": stored.spec}, None)]))
@@ -154,6 +164,12 @@ def _runtime_notes(stored: Sequence[StoredLike], desired_keys: set[tuple[str, st
             state = "paused" if s.paused_override else "resumed"
             notes.append(f"{s.kind}/{s.name} is {state} at runtime (not in specs); apply leaves it {state}")
     return notes
+
+
+def _schedule_pause_notes(paused: Collection[tuple[str, str]], desired_keys: set[tuple[str, str]]) -> list[str]:
+    return [f"Deployment/{deployment} schedule {identity!r} is paused at runtime (not in specs); "
+            "apply leaves it paused" for deployment, identity in sorted(paused)
+            if ("Deployment", deployment) in desired_keys]
 
 
 def _stored_source(stored: StoredLike) -> str | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from orchestra.jobs.secrets import SENSITIVE
 from orchestra.planning.diff import FieldChange
 from orchestra.planning.plan import Change, Plan
 
@@ -70,5 +71,7 @@ def _field_line(change: FieldChange) -> str:
 
 
 def _value(value: Any) -> str:
+    if value == SENSITIVE:  # hidden by planning.diff; shown bare, as Terraform does
+        return SENSITIVE
     text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     return text if len(text) <= MAX_VALUE_WIDTH else text[: MAX_VALUE_WIDTH - 3] + "..."

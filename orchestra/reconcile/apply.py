@@ -34,7 +34,7 @@ def plan_specs(store: Store, paths: list[Path], *, prune: bool, now: datetime,
     specs = load_specs(paths, cache=cache, stored_hashes=hashes)
     if not specs.ok:
         raise SpecError(specs.diagnostics)
-    plan = compute_plan(specs.resources, stored, prune=prune, now=now)
+    plan = compute_plan(specs.resources, stored, prune=prune, now=now, paused_schedules=store.paused_schedules())
     return PlanResult(specs, plan)
 
 

@@ -12,9 +12,13 @@ change marker every ``poll_interval``; nothing polls busily.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import threading
+import math
+import os
+import select
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,10 +31,12 @@ from orchestra.reconcile.scheduler import Scheduler, seconds_until
 from orchestra.reconcile.watch import Fingerprint, SpecWatcher, fingerprint
 from orchestra.specs.validate import ParseCache
 from orchestra.store import Store
+from orchestra.workers.recovery import recover_runs
 
 log = logging.getLogger("orchestra.daemon")
 SPEC_STATUS = "spec_status"
 ERROR_BACKOFF = 1.0
+LEASE_CHECK = 1.0  # seconds between looks for expired leases when no in-process worker does it
 
 
 class Worker(Protocol):
@@ -63,6 +69,50 @@ class _SpecState:
     last_errors: list[str] = field(default_factory=list)
 
 
+class Wakeup:
+    """What the loop sleeps on between passes; ``set`` wakes it, from any thread
+    or from a signal handler.
+
+    Not a ``threading.Event``: its ``set`` takes a lock that ``wait`` holds for
+    a moment, and a signal handler runs in the main thread, inside whatever
+    the loop was doing, so a SIGTERM landing in that moment hung the daemon
+    for good. A pipe takes no lock: ``set`` writes a byte (only when none is
+    pending, so a burst of job ends costs one write), ``wait`` selects on it.
+    """
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._poll = select.poll()  # not select(): it fails for descriptor numbers past 1023
+        self._poll.register(self._read_fd, select.POLLIN)
+        self._pending = False
+        # closed with the object, not when the loop ends: a late ``set`` must never
+        # write into a descriptor number that something else has reused
+        weakref.finalize(self, _close_fds, self._read_fd, self._write_fd)
+
+    def set(self) -> None:
+        if self._pending:
+            return
+        self._pending = True
+        with contextlib.suppress(BlockingIOError):  # full of wake-ups already
+            os.write(self._write_fd, b"\0")
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until ``set`` or ``timeout`` seconds, then forget the wake-ups so far."""
+        if not self._pending:
+            self._poll.poll(math.ceil(max(0.0, timeout) * 1000))
+        self._pending = False  # before draining: a ``set`` from now on writes again
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read_fd, 4096):
+                pass
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 class Daemon:
     def __init__(self, store: Store, worker: Worker | None, settings: DaemonSettings,
                  clock: Callable[[], datetime] = utc_now) -> None:
@@ -72,12 +122,14 @@ class Daemon:
         self.clock = clock
         self.scheduler = Scheduler(store)
         self.specs = _SpecState()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._wake = Wakeup()
+        self._stopping = False
         self._marker: Any = None
         self._parse_cache = ParseCache()
         self._deadline: datetime | None = None
         self._forced = True
+        self._ticked: tuple[Any, datetime | None] | None = None  # resource revision and next slot at the last tick
+        self._next_lease_check = 0.0
         self.watcher = SpecWatcher(settings.paths, self.spec_changed) if settings.watch else None
 
     # -- signals from other threads -------------------------------------------
@@ -95,12 +147,13 @@ class Daemon:
         self._wake.set()
 
     def stop(self) -> None:
-        self._stop.set()
+        """Safe in a signal handler: sets a flag and writes a byte, takes no lock."""
+        self._stopping = True
         self._wake.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stopping
 
     # -- the loop ---------------------------------------------------------------
 
@@ -122,9 +175,8 @@ class Daemon:
         """Run until ``stop()``; then stop claiming and let running jobs finish or cancel them."""
         self.start()
         try:
-            while not self._stop.is_set():
+            while not self._stopping:
                 self._wake.wait(self._guarded_pass())
-                self._wake.clear()
         finally:
             if self.watcher:
                 self.watcher.stop()
@@ -140,6 +192,7 @@ class Daemon:
         except Exception:
             log.exception("reconcile pass failed; retrying in %.0fs", ERROR_BACKOFF)
             self.scheduler.invalidate()
+            self._ticked = None
             return ERROR_BACKOFF
 
     def run_once(self) -> float:
@@ -152,20 +205,51 @@ class Daemon:
         """
         self._maybe_reload_specs()
         now = self.clock()
+        if self.worker is None:
+            self._recover_expired_leases(now)
         marker = self.store.change_marker()
         quiet = marker == self._marker and (self._deadline is None or now < self._deadline)
         if quiet and not self._forced:
             return min(seconds_until(self._deadline, now, self.settings.poll_interval), self._spec_wait())
         self._forced = False
         self._marker = marker  # read before the pass: its own writes cause one more, quiet, pass
-        waits = [self.scheduler.tick(now)]
+        waits = [self._tick(now, marker[0])]
         if self.worker:
-            waits.append(self.worker.step(now))
-        due = self.store.next_due_time()
-        if due is not None and due > now:  # a due run held back by a limit must not make the loop spin
-            waits.append(due)
+            waits.append(self.worker.step(now))  # which includes when its pools' runs fall due
+        else:
+            due = self.store.next_due_time()
+            if due is not None and due > now:  # a due run held back by a limit must not make the loop spin
+                waits.append(due)
         self._deadline = min((w for w in waits if w is not None), default=None)
         return min(seconds_until(self._deadline, self.clock(), self.settings.poll_interval), self._spec_wait())
+
+    def _tick(self, now: datetime, revision: Any) -> datetime | None:
+        """Let the scheduler materialize due slots; when the next one is due.
+
+        Skipped while no slot is due and no resource changed since the last
+        tick (schedules live in resources; pausing one bumps the revision
+        too): in a burst, the loop passes for every wave of job ends, and
+        the scheduler has nothing to do in any of them.
+        """
+        if self._ticked is not None:
+            ticked_revision, next_slot = self._ticked
+            if ticked_revision == revision and (next_slot is None or now < next_slot):
+                return next_slot
+        next_slot = self.scheduler.tick(now)
+        self._ticked = (revision, next_slot)
+        return next_slot
+
+    def _recover_expired_leases(self, now: datetime) -> None:
+        """Without an in-process worker (``--workers none``), recovering runs whose worker
+        stopped renewing its lease is the loop's job: every ``LEASE_CHECK`` seconds, the
+        expired runs are retried or marked Crashed. Their jobs run on other machines: nothing
+        is killed here (the worker kills them itself when it finds its lease gone)."""
+        if time.monotonic() < self._next_lease_check:
+            return
+        self._next_lease_check = time.monotonic() + LEASE_CHECK
+        recovered = recover_runs(self.store, {}, self.store.expired_leases(now), now)
+        if recovered:
+            log.info("recovered %d run(s) whose worker's lease expired", len(recovered))
 
     def _spec_wait(self) -> float:
         if self.specs.dirty_since is None:

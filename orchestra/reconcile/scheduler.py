@@ -8,7 +8,11 @@ query. When slots fall due it inserts their runs with the idempotency key of
 insert (a restart, a reload, a second daemon) a no-op. The next slot always
 continues from the last stored slot, never from "now", so downtime is
 accounted for (``reconcile.slots`` decides what runs and what is recorded
-as missed) and a clock stepping back never repeats a slot.
+as missed) and a clock stepping back never repeats a slot. A paused
+schedule (``operations.set_schedule_paused``) stays tracked and owes its
+slots like a paused deployment: they are recorded Skipped ("schedule
+paused"); pausing and resuming bump the resource marker, so the next tick
+re-reads them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Tracked:
     schedule: Schedule
     cursor: datetime  # last slot accounted for (UTC)
     next_slot: datetime | None  # UTC
+    paused: bool = False  # this schedule alone is paused (runtime state)
 
 
 class Scheduler:
@@ -62,10 +67,12 @@ class Scheduler:
         """Re-read deployments: pick up new and changed schedules, withdraw removed ones."""
         deployments = self.store.list_resources("Deployment")
         last = self.store.last_slots()
-        self.tracked = [t for d in deployments for t in self._track(d, last, now)]
+        paused = self.store.paused_schedules()
+        self.tracked = [t for d in deployments for t in self._track(d, last, now, paused)]
         self._withdraw_removed(deployments, now)
 
-    def _track(self, deployment: StoredResource, last: dict[tuple[str, str], datetime], now: datetime) -> list[Tracked]:
+    def _track(self, deployment: StoredResource, last: dict[tuple[str, str], datetime], now: datetime,
+               paused: set[tuple[str, str]]) -> list[Tracked]:
         tracked = []
         for raw in deployment.spec.get("schedules") or []:
             if raw.get("active", True) is False:
@@ -74,7 +81,8 @@ class Scheduler:
             # a schedule never run starts owing from when its spec was stored, so a
             # slot that fell due while no daemon ran is still accounted for
             cursor = last.get((deployment.name, schedule.identity)) or min(deployment.updated_at, now)
-            tracked.append(Tracked(deployment, schedule, cursor, _next_after(schedule, cursor)))
+            tracked.append(Tracked(deployment, schedule, cursor, _next_after(schedule, cursor),
+                                   paused=(deployment.name, schedule.identity) in paused))
         return tracked
 
     def _withdraw_removed(self, deployments: list[StoredResource], now: datetime) -> None:
@@ -94,7 +102,9 @@ class Scheduler:
         for tracked in due:
             slots = slots_between(tracked.schedule, tracked.cursor, now, limit=BATCH)
             deployment = tracked.deployment
-            decisions = decide_slots(slots, now, MissedRuns.from_spec(deployment.spec), paused=deployment.paused)
+            decisions = decide_slots(slots, now, MissedRuns.from_spec(deployment.spec),
+                                     paused=deployment.paused or tracked.paused,
+                                     pause_reason="deployment paused" if deployment.paused else "schedule paused")
             decisions = self._apply_concurrency(deployment, decisions)
             new_runs += [self._new_run(tracked, d) for d in decisions]
             for decision in decisions:

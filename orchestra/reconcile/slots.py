@@ -11,7 +11,9 @@ no clock: the table-driven tests in ``tests/test_reconcile_slots.py`` pin the
   are recorded ``Missed`` (superseded).
 - ``skip``: a slot runs only if it is on time (within ``startingDeadline``,
   default ``ON_TIME``); late ones are ``Missed``.
-A paused deployment owes its slots too: they are recorded ``Skipped``.
+A paused deployment (or a paused schedule) owes its slots too: they are
+recorded ``Skipped``, with the reason the caller gives ("deployment paused",
+"schedule paused").
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ class SlotDecision:
     reason: str
 
 
-def decide_slots(slots: Sequence[datetime], now: datetime, policy: MissedRuns, *, paused: bool) -> list[SlotDecision]:
+def decide_slots(slots: Sequence[datetime], now: datetime, policy: MissedRuns, *, paused: bool,
+                 pause_reason: str = "deployment paused") -> list[SlotDecision]:
     """The state each owed slot's run starts in, oldest first."""
     if paused:
-        return [SlotDecision(s, SKIPPED, "deployment paused") for s in slots]
+        return [SlotDecision(s, SKIPPED, pause_reason) for s in slots]
     if policy.policy == "skip":
         grace = policy.deadline or ON_TIME
         return [_on_time(s, now, grace) or SlotDecision(s, MISSED, f"{_late(s, now)} late (missedRuns: skip)")

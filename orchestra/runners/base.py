@@ -8,10 +8,17 @@ Docker runner and test doubles are interchangeable.
 
 ``RunHandle.ident`` is persisted on the run: after a daemon crash, the new
 daemon passes it to ``Runner.reap_orphan`` to clean up what the dead one left.
+
+Two optional capabilities let a worker drain a burst of short jobs faster,
+and runners without them work unchanged: a runner whose ``start`` is
+thread-safe says how many may run at once (``concurrent_starts``, see
+``start_concurrency``), and a handle that can call back when its job is done
+(``NotifyingHandle``) spares the worker a thread blocked in ``wait`` per job.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +61,23 @@ class RunHandle(Protocol):
     def kill(self) -> None:
         """Stop the job now, without a grace period; does not wait."""
         ...
+
+
+class NotifyingHandle(Protocol):
+    """A handle that calls back when its job is done (optional, see the module docstring)."""
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, as soon as ``poll()`` returns the exit code
+        (at once, in the caller's thread, if it already does). It runs in the
+        runner's thread, so it must return quickly and never block."""
+        ...
+
+
+def start_concurrency(runner: object) -> int:
+    """How many jobs a worker may start at once through ``runner``: its
+    ``concurrent_starts`` if it declares its ``start`` thread-safe, else one."""
+    value = getattr(runner, "concurrent_starts", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
 
 
 class Runner(Protocol):

@@ -49,7 +49,9 @@ class _Tracked:
     """Everything the pump and the handle share about one started process.
 
     ``lock`` makes "the leader is not reaped yet" and "signal its group" one
-    step, so a signal never reaches a recycled process group.
+    step, so a signal never reaches a recycled process group; it also makes
+    "read the leader's start time" and "reap it" exclusive, so the start time
+    (part of the handle's ident) is read while the PID is still ours.
     """
 
     def __init__(self, popen: subprocess.Popen[bytes], writer: BoundedLogWriter) -> None:
@@ -66,6 +68,26 @@ class _Tracked:
         self.drain_deadline = 0.0
         self.returncode: int | None = None
         self.done = threading.Event()
+        self._start_time: int | None = None
+        self._callbacks: list[Callable[[], None]] | None = []  # None once done
+
+    def start_time(self) -> int:
+        """The leader's start time (clock ticks after boot), read on first use.
+
+        Not read at launch: right after ``exec`` the kernel makes the read
+        wait for the new program to be set up, which in a burst of short jobs
+        cost the launching thread as much as the launch itself. By the time
+        anyone asks (the worker recording the run as Running, or the pump
+        about to reap), it is quick. Never reaped before it is read, so it is
+        at worst a zombie's.
+        """
+        with self.lock:
+            return self._read_start_time()
+
+    def _read_start_time(self) -> int:
+        if self._start_time is None:
+            self._start_time = _start_time(self.pid)
+        return self._start_time
 
     def signal_group(self, sig: int) -> bool:
         """Send ``sig`` to the whole group unless the job already ended."""
@@ -77,10 +99,31 @@ class _Tracked:
     def reap(self, drain_grace: float) -> None:
         """Kill what is left of the group, then collect the leader's exit code."""
         with self.lock:
+            self._read_start_time()  # the last moment it can be read
             _killpg(self.pid, signal.SIGKILL)
             self.returncode = self.popen.wait()
             self.reaped = True
         self.drain_deadline = time.monotonic() + drain_grace
+
+    def add_done_callback(self, callback: Callable[[], None]) -> bool:
+        """Have the pump call ``callback()`` once the job is done; False (and no
+        call) if it is done already."""
+        with self.lock:
+            if self._callbacks is None:
+                return False
+            self._callbacks.append(callback)
+            return True
+
+    def finish(self) -> None:
+        """Mark the job done (exit code and log complete) and tell who asked to know."""
+        self.done.set()  # first: a callback added from now on and called at once sees the exit code
+        with self.lock:
+            callbacks, self._callbacks = self._callbacks or [], None
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # one failing listener must not stop the pump
+                log.exception("process %d: done callback failed", self.pid)
 
     def exited(self) -> bool:
         """Has the leader exited? Peeks without reaping (``WNOWAIT``)."""
@@ -127,12 +170,14 @@ class _Pump:
 
     def add(self, job: _Tracked, drain_grace: float) -> None:
         with self._lock:
+            first = not self._incoming  # later ones ride on the wake-up already sent
             self._incoming.append((job, drain_grace))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="orchestra-process-pump", daemon=True)
                 self._thread.start()
-        with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
-            os.write(self._wake_w, b"\0")
+        if first:
+            with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
+                os.write(self._wake_w, b"\0")
 
     def _run(self) -> None:
         while self._adopt_incoming():
@@ -235,7 +280,7 @@ class _Pump:
         if job.reaped and job.eof:
             job.writer.close()
             del self._jobs[job]
-            job.done.set()
+            job.finish()
 
 
 _pump_lock = threading.Lock()
@@ -259,14 +304,13 @@ class ProcessHandle:
     is complete, so a worker that sees an exit code can read the full log.
     """
 
-    def __init__(self, tracked: _Tracked, ident: str, grace: float) -> None:
+    def __init__(self, tracked: _Tracked, grace: float) -> None:
         self._t = tracked
-        self._ident = ident
         self._grace = grace
 
     @property
     def ident(self) -> str:
-        return self._ident
+        return _Ident(self._t.pid, self._t.start_time(), _boot_id()).format()
 
     @property
     def pid(self) -> int:
@@ -279,6 +323,14 @@ class ProcessHandle:
     def wait(self, timeout: float | None = None) -> int | None:
         self._t.done.wait(timeout)
         return self.poll()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the job is done (from the pump thread; at once if it is).
+
+        What a worker uses instead of a thread blocked in ``wait`` per job.
+        """
+        if not self._t.add_done_callback(callback):
+            callback()
 
     def terminate(self, grace: float | None = None) -> int | None:
         """SIGTERM the group, wait ``grace`` seconds, then SIGKILL it; return the exit code."""
@@ -312,10 +364,13 @@ class ProcessRunner:
     5.3; ``drain_grace`` bounds how long output is read after the job ended.
     """
 
+    concurrent_starts = 8  # ``start`` is thread-safe, and a launch mostly waits for the kernel
+
     def __init__(self, base_dir: Path, *, use_pidfd: bool = True, drain_grace: float = DRAIN_GRACE) -> None:
         self._base_dir = Path(base_dir).resolve()
         self._use_pidfd = use_pidfd and hasattr(os, "pidfd_open")
         self._drain_grace = drain_grace
+        self._base_env: dict[str, str] | None = None
 
     def validate_job(self, job: dict[str, Any]) -> list[str]:
         return validate_process_job(job)
@@ -337,10 +392,9 @@ class ProcessRunner:
             writer.close()
             raise
         tracked = _Tracked(popen, writer)
-        ident = _Ident(popen.pid, _start_time(popen.pid), _boot_id()).format()
         tracked.pidfd = self._open_pidfd(popen.pid)
         _shared_pump().add(tracked, self._drain_grace)
-        return ProcessHandle(tracked, ident, launch.grace)
+        return ProcessHandle(tracked, launch.grace)
 
     def reap_orphan(self, ident: str) -> bool:
         """SIGKILL the group ``ident`` names if it still runs and is provably ours.
@@ -356,17 +410,38 @@ class ProcessRunner:
         return _killpg(parsed.pid, signal.SIGKILL)
 
     def _resolve(self, run_id: str, job: dict[str, Any]) -> _Launch:
-        working_dir = job.get("workingDir") or "."
-        cwd = (self._base_dir / working_dir).resolve()
-        if not cwd.is_dir():
-            what = "is not a directory" if cwd.exists() else "does not exist"
-            raise LaunchError(f"working directory {working_dir!r} {what} (resolved to {cwd})")
+        cwd = self._working_dir(job.get("workingDir") or ".")
         # The daemon's environment, then this run's id, then the job's own values.
-        env = {**os.environ, "ORCHESTRA_RUN_ID": run_id, **(job.get("env") or {})}
+        env = {**self._daemon_env(), "ORCHESTRA_RUN_ID": run_id, **(job.get("env") or {})}
         grace = job.get("terminationGracePeriod")
         grace_s = DEFAULT_GRACE if grace is None else parse_duration(grace).total_seconds()
         log_max = job.get("logMaxBytes") or DEFAULT_LOG_MAX_BYTES
         return _Launch(list(job["command"]), env, cwd, grace_s, log_max)
+
+    def _working_dir(self, working_dir: str) -> Path:
+        """The job's directory, resolved against the spec directory; ``LaunchError`` if it is none.
+
+        The default (the spec directory itself) is checked by the launch, whose
+        failure to enter it is reported in the same words; others are checked
+        here, where the error can say what the relative path resolved to.
+        """
+        if working_dir == ".":
+            return self._base_dir
+        cwd = (self._base_dir / working_dir).resolve()
+        if not cwd.is_dir():
+            what = "is not a directory" if cwd.exists() else "does not exist"
+            raise LaunchError(f"working directory {working_dir!r} {what} (resolved to {cwd})")
+        return cwd
+
+    def _daemon_env(self) -> dict[str, str]:
+        """The environment jobs inherit: the daemon's, copied at the first start.
+
+        Copying ``os.environ`` costs as much as a quarter of a launch; a daemon
+        does not change its own environment while it runs, so once is enough.
+        """
+        if self._base_env is None:
+            self._base_env = dict(os.environ)
+        return self._base_env
 
     def _open_pidfd(self, pid: int) -> int | None:
         if not self._use_pidfd:

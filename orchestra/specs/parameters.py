@@ -20,6 +20,7 @@ import jsonschema
 import jsonschema_rs
 
 from orchestra.errors import FieldError
+from orchestra.jobs.secrets import checkable, safe_error, secret_paths
 from orchestra.jobs.signature import parameter_schema_from_entrypoint
 from orchestra.specs.model import Resource
 
@@ -89,15 +90,23 @@ def _blame(error: FieldError, overrides: dict[str, Any], index: int) -> tuple[st
 
 
 def validate_parameters(schema: dict[str, Any], parameters: dict[str, Any], *, require: bool = True) -> list[FieldError]:
-    """Problems of ``parameters`` against ``schema``, each at its path within the parameters."""
+    """Problems of ``parameters`` against ``schema``, each at its path within the parameters.
+
+    Secret-aware (``jobs.secrets``): a ``secretRef`` is checked for its shape
+    and, with a string placeholder, for its type; a value the schema marks
+    secret is never quoted, and neither is it inside another message.
+    """
     frozen = _freeze(schema)
-    if _fast_validator(frozen).is_valid(parameters):
-        return []  # the common case; the detailed validator only runs to explain failures
-    errors = []
-    for error in _validator(frozen).iter_errors(parameters):
+    view = checkable(parameters, secret_paths(schema))
+    errors = list(view.problems)
+    if _fast_validator(frozen).is_valid(view.value):
+        return errors  # the common case; the detailed validator only runs to explain failures
+    for error in _validator(frozen).iter_errors(view.value):
         if error.validator == "required" and not require:
             continue
-        message = error.message
+        message = safe_error(error, view)
+        if message is None:
+            continue
         if error.validator == "required":
             message = f"missing required parameter {message.split(' is a required property')[0]}"
         elif error.validator == "additionalProperties":

@@ -196,6 +196,14 @@ def semantic_diagnostics(resources: list[Resource], *, all_resources: list[Resou
     return diagnostics
 
 
+def resource_field_errors(resource: Resource, all_resources: list[Resource]) -> list[FieldError]:
+    """``semantic_diagnostics`` of one resource as field errors: for a document that has no
+    file to point into (one sent to the API, whose errors name body fields instead)."""
+    pools = {r.name: r for r in all_resources if r.kind == "WorkPool"}
+    queues = {r.name: r for r in all_resources if r.kind == "WorkQueue"}
+    return list(_CHECKS[resource.kind](resource, pools, queues))
+
+
 def with_derived_parameters(resource: Resource, pools: dict[str, Resource], root: Path,
                             diagnostics: list[Diagnostic]) -> Resource:
     """An entrypoint deployment gets the parameter schema of its function's signature.

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -170,7 +170,7 @@ def _load_deployments(conn: Connection, dispatch: Dispatch, batch: list[Run]) ->
 
 def claim_runs(
     db: Database, conn: Connection, pool: str, *, now: datetime, worker: str, max_count: int,
-    lease_seconds: float, event_time: datetime,
+    lease_seconds: float, event_time: datetime, queues: Collection[str] | None = None,
 ) -> list[Run]:
     """Claim up to ``max_count`` due runs of ``pool`` for ``worker`` in the caller's
     write transaction; they become Pending with a lease from ``now``.
@@ -179,12 +179,15 @@ def claim_runs(
     events, so a run's history stays in clock order whatever ``now`` says.
     A pool at its limit costs no read of runs: the count is capped at the
     pool's room before the walk, which then reads no more than it can use.
+    With ``queues``, only runs of those queues of the pool are claimed.
     """
     if max_count <= 0:
         return []
     db.lock(conn, f"orchestra:claim:{pool}")  # PostgreSQL: one claimer per pool at a time
     active = _active_counts(conn)
     dispatch = load_dispatch(conn, pool, active)
+    if queues is not None:  # a worker serving some queues only: the others are never read
+        dispatch.queues = {name: view for name, view in dispatch.queues.items() if name in queues}
     wanted = int(min(max_count, _pool_room(dispatch, active)))
     if wanted == 0:
         return []

@@ -141,6 +141,16 @@ def _create_status(conn: Connection) -> None:
     ).create(conn)
 
 
+def _create_paused_schedules(conn: Connection) -> None:
+    Table(
+        "paused_schedules",
+        MetaData(),
+        Column("deployment", String(253), primary_key=True),
+        Column("schedule", String(512), primary_key=True),
+        Column("paused_at", UTCDateTime, nullable=False),
+    ).create(conn)
+
+
 class Migration(NamedTuple):
     version: int
     name: str
@@ -152,6 +162,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "create runs and run_events", _create_runs),
     Migration(3, "create revisions", _create_revisions),
     Migration(4, "create status", _create_status),
+    Migration(5, "create paused_schedules", _create_paused_schedules),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -1,24 +1,27 @@
-"""Resource queries: list, get, the bulk apply, the runtime pause override.
+"""Resource queries: list, get, the bulk apply, API-managed writes, the runtime pause override.
 
 Called through ``Store``. ``apply_resources`` is the write behind
 ``orchestra apply`` and the daemon's reconcile pass; it must apply thousands
 of documents in one transaction, so it reads the stored hashes once and then
 issues one bulk statement per kind of change (insert, content update,
 source-only update, delete), never a round trip per resource.
+``put_api_resource`` and ``delete_api_resource`` are the writes behind the
+API's resource routes: one resource, checked against its manager in the
+same transaction, so a spec-managed resource is never changed through them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, select
 
-from orchestra.errors import NotFound
+from orchestra.errors import Conflict, NotFound
 from orchestra.store.models import MANAGERS, ResourceWrite, StoredResource
-from orchestra.store.tables import resources, revisions
+from orchestra.store.tables import paused_schedules, resources, revisions
 
 _R = resources.c
 
@@ -79,6 +82,9 @@ def apply_resources(
     _execute_many(conn, _content_statement, batches.content)
     _execute_many(conn, _source_statement, batches.source_only)
     _execute_many(conn, _delete_statement, doomed)
+    for kind, name in deletes:
+        if kind == "Deployment":
+            forget_paused_schedules(conn, name)
     if batches.inserts or batches.content or batches.source_only or doomed:
         bump_revision(conn)
 
@@ -171,6 +177,69 @@ def _source_statement() -> Any:
 
 def _delete_statement() -> Any:
     return resources.delete().where(_key_matches())
+
+
+MANAGER_API = "api"
+
+
+def spec_managed_message(resource: StoredResource) -> str:
+    where = f"{resource.source_file}:{resource.source_line}" if resource.source_file else "the spec files"
+    return f"{resource.kind}/{resource.name} is managed by {where}; change it in git"
+
+
+def _current(conn: Connection, kind: str, name: str) -> StoredResource | None:
+    row = conn.execute(select(resources).where(_R.kind == kind, _R.name == name)).one_or_none()
+    return None if row is None else to_resource(row)
+
+
+def put_api_resource(conn: Connection, write: ResourceWrite, now: datetime, *, replace: bool,
+                     schedules: Collection[str] | None = None) -> StoredResource:
+    """Create (``replace=False``) or replace an API-managed resource.
+
+    Creating refuses a name that exists, replacing one that is missing or
+    spec-managed; both checks run in the writing transaction. ``schedules``
+    (the identities a deployment keeps) drops the pauses of removed schedules.
+    """
+    if write.manager != MANAGER_API:
+        raise ValueError("put_api_resource writes API-managed resources only")
+    current = _current(conn, write.kind, write.name)
+    if replace and current is None:
+        raise NotFound(f"{write.kind}/{write.name} not found")
+    if replace and current is not None and current.manager != MANAGER_API:
+        raise Conflict(spec_managed_message(current))
+    if not replace and current is not None:
+        managed = "the API" if current.manager == MANAGER_API else _source_words(current)
+        raise Conflict(f"{write.kind}/{write.name} already exists (managed by {managed}); "
+                       "replace it with PUT or choose another name")
+    apply_resources(conn, [write], [], now)
+    if schedules is not None:
+        forget_paused_schedules(conn, write.name, keep=schedules)
+    stored = _current(conn, write.kind, write.name)
+    assert stored is not None
+    return stored
+
+
+def delete_api_resource(conn: Connection, kind: str, name: str, now: datetime) -> StoredResource:
+    """Delete an API-managed resource; a spec-managed one is refused (``Conflict``)."""
+    current = _current(conn, kind, name)
+    if current is None:
+        raise NotFound(f"{kind}/{name} not found")
+    if current.manager != MANAGER_API:
+        raise Conflict(spec_managed_message(current))
+    apply_resources(conn, [], [(kind, name)], now)
+    return current
+
+
+def _source_words(resource: StoredResource) -> str:
+    return f"{resource.source_file}:{resource.source_line}" if resource.source_file else "specs"
+
+
+def forget_paused_schedules(conn: Connection, deployment: str, keep: Collection[str] | None = None) -> None:
+    """Drop the schedule pauses of a deleted deployment, or of its schedules not in ``keep``."""
+    statement = paused_schedules.delete().where(paused_schedules.c.deployment == deployment)
+    if keep is not None:
+        statement = statement.where(paused_schedules.c.schedule.not_in(sorted(set(keep))))
+    conn.execute(statement)
 
 
 def set_paused_override(conn: Connection, kind: str, name: str, value: bool | None, now: datetime) -> StoredResource:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from orchestra.store import claim, resources, runs, status, transitions
+from orchestra.store import claim, event_log, resources, runs, schedule_pauses, stats, status, transitions
 from orchestra.store.engine import Database, default_url, make_engine
 from orchestra.store.migrations import migrate
 from orchestra.store.models import ACTIVE, NewRun, ResourceWrite, Run, RunEvent, StoredResource
@@ -224,14 +224,71 @@ class Store:
     # -- dispatch --------------------------------------------------------------
 
     def claim_runs(
-        self, pool: str, *, now: datetime, worker: str, max_count: int, lease_seconds: float = 30
+        self, pool: str, *, now: datetime, worker: str, max_count: int, lease_seconds: float = 30,
+        queues: Collection[str] | None = None,
     ) -> list[Run]:
+        """Due runs of ``pool`` (of ``queues`` only, if given) made Pending under ``worker``."""
         with self._db.write() as conn:
             return claim.claim_runs(
                 self._db, conn, pool, now=now, worker=worker, max_count=max_count,
-                lease_seconds=lease_seconds, event_time=self._clock(),
+                lease_seconds=lease_seconds, event_time=self._clock(), queues=queues,
             )
 
     def explain_waiting(self, pool: str, now: datetime, *, limit: int = 1000) -> list[tuple[Run, str]]:
         with self._db.read() as conn:
             return claim.explain_waiting(conn, pool, now, limit)
+
+    # -- the web UI's paged lists and aggregates (see ``stats``) -----------------
+
+    def page_resources(self, kind: str, *, name: str | None = None, pool: str | None = None,
+                       labels: Mapping[str, str] | None = None, offset: int = 0,
+                       limit: int = 50) -> stats.ResourcePage:
+        """One page of ``kind`` by name, filtered in SQL, with the total that match."""
+        with self._db.read() as conn:
+            return stats.page_resources(conn, kind, name=name, pool=pool, labels=labels or {},
+                                        offset=offset, limit=limit)
+
+    def latest_runs(self, deployments: Collection[str], now: datetime) -> dict[str, Run]:
+        """The last run due by ``now`` of each named deployment that has one, in one query."""
+        with self._db.read() as conn:
+            return stats.latest_runs(conn, sorted(set(deployments)), now)
+
+    def runs_per_hour(self, since: datetime) -> list[stats.HourCount]:
+        with self._db.read() as conn:
+            return stats.runs_per_hour(conn, since)
+
+    def queue_load(self, now: datetime) -> list[stats.QueueLoad]:
+        with self._db.read() as conn:
+            return stats.queue_load(conn, now)
+
+    def late_runs(self, due_before: datetime, *, limit: int = 20) -> list[Run]:
+        with self._db.read() as conn:
+            return stats.late_runs(conn, due_before, limit)
+
+    # -- API-managed resources, schedule pauses, the event log ----------------
+
+    def put_api_resource(self, write: ResourceWrite, *, replace: bool,
+                         schedules: Collection[str] | None = None) -> StoredResource:
+        """Create or replace an API-managed resource (see ``resources.put_api_resource``)."""
+        with self._db.write() as conn:
+            return resources.put_api_resource(conn, write, self._clock(), replace=replace, schedules=schedules)
+
+    def delete_api_resource(self, kind: str, name: str) -> StoredResource:
+        """Delete an API-managed resource; returns it as it was."""
+        with self._db.write() as conn:
+            return resources.delete_api_resource(conn, kind, name, self._clock())
+
+    def set_schedule_paused(self, deployment: str, identity: str, paused: bool) -> bool:
+        """Pause or resume one schedule of a deployment; False if it already was."""
+        with self._db.write() as conn:
+            return schedule_pauses.set_schedule_paused(conn, deployment, identity, paused, self._clock())
+
+    def paused_schedules(self, deployments: Collection[str] | None = None) -> set[tuple[str, str]]:
+        """(deployment, schedule identity) of the paused schedules (of ``deployments`` if given)."""
+        with self._db.read() as conn:
+            return schedule_pauses.paused_schedules_of(conn, deployments)
+
+    def events_after(self, event_id: int, limit: int = 1000) -> list[tuple[RunEvent, str]]:
+        """Run events with an id above ``event_id`` in id order, each with its deployment."""
+        with self._db.read() as conn:
+            return event_log.events_after(conn, event_id, limit)

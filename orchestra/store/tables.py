@@ -111,3 +111,13 @@ status = Table(
     Column("value", JSONValue, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# Per-schedule pauses (runtime state): one row per paused schedule, keyed by its
+# deployment and the schedule's identity (see ``schedule_pauses``).
+paused_schedules = Table(
+    "paused_schedules",
+    metadata,
+    Column("deployment", String(253), primary_key=True),
+    Column("schedule", String(512), primary_key=True),
+    Column("paused_at", UTCDateTime, nullable=False),
+)

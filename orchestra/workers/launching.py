@@ -2,7 +2,9 @@
 
 Called by ``LocalWorker`` with the runs one claim returned (state Pending).
 The jobs are rendered from deployments and pools read once for the whole
-claim (``ResourceCache``), started one after the other, and then recorded
+claim (``ResourceCache``), started (several at once when the runner's
+``start`` is thread-safe, see ``runners.base.start_concurrency``: a launch
+mostly waits for the kernel, so a burst drains faster), and then recorded
 in one store transaction: every started run becomes Running, every run that
 could not start ends its attempt. Each way a start can fail ends the attempt
 in a plain-words state, so no claimed run is left Pending:
@@ -23,15 +25,17 @@ its lease runs out and recovery moves it on.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from orchestra.errors import InvalidInput, NotFound, StoreError
 from orchestra.jobs.template import RenderedJob
-from orchestra.runners.base import LaunchError, Runner
+from orchestra.runners.base import LaunchError, Runner, start_concurrency
 from orchestra.store import CANCELLING, FAILED, PENDING, RUNNING, Run, Store
 from orchestra.workers.outcomes import grace_seconds, label
 from orchestra.workers.rendering import render_run
@@ -74,11 +78,12 @@ class Launcher:
     def launch(self, runs: Sequence[Run], runner: Runner, now: datetime, resources: ResourceCache) -> Launched:
         """Start the jobs of the Pending ``runs``; record them all in one transaction."""
         resources.prefetch(run.deployment for run in runs)  # before any job starts: a store error here leaks none
+        # Rendered here, in the loop's thread: the resource cache is not thread-safe.
+        rendered = [(run, self._render(run, resources)) for run in runs]
         started: list[_Started] = []
         ended: list[Move] = []
         try:
-            for run in runs:
-                outcome = self._start(run, runner, now, resources)
+            for outcome in self._start_all(rendered, runner, now):
                 if isinstance(outcome, _Started):
                     started.append(outcome)
                 else:
@@ -88,6 +93,28 @@ class Launcher:
             for job in started:
                 job.entry.handle.kill()
             raise
+
+    def _start_all(self, rendered: list[tuple[Run, RenderedJob | str]], runner: Runner,
+                   now: datetime) -> Iterator[_Started | Move]:
+        """Each run's outcome, in the runs' order; several started at once if the runner allows.
+
+        Whatever fails, no job is left running unseen: a job started by a
+        task whose neighbour raised is killed before the error goes on.
+        """
+        threads = start_concurrency(runner)
+        if threads <= 1 or len(rendered) <= 1:
+            for run, job in rendered:
+                yield self._start(run, job, runner, now)
+            return
+        pool = _start_threads(threads)
+        futures = [pool.submit(self._start, run, job, runner, now) for run, job in rendered]
+        try:
+            outcomes = [future.result() for future in futures]
+        except BaseException:
+            wait(futures)  # the other tasks may still start their jobs: let them, then kill them all
+            _kill_started(futures)
+            raise
+        yield from outcomes
 
     def settle_lost(self, lost: Sequence[Supervised]) -> list[Supervised]:
         """Runs that changed between claim and start: keep each job whose run is
@@ -112,17 +139,16 @@ class Launcher:
                 entry.handle.kill()
         return kept
 
-    def _start(self, run: Run, runner: Runner, now: datetime,
-               resources: ResourceCache) -> _Started | Move:
-        """The started job, or the move that ends the attempt of a run that cannot start."""
-        rendered = self._render(run, resources)
+    def _start(self, run: Run, rendered: RenderedJob | str, runner: Runner, now: datetime) -> _Started | Move:
+        """The started job, or the move that ends the attempt of a run that cannot start.
+        Thread-safe: touches the store not at all, and only this run's log."""
         if not isinstance(rendered, RenderedJob):
             note(self.log_path(run.id), f"attempt {run.attempt} of {run.max_attempts}: {rendered}")
             return finish_request(run, FAILED, rendered, now, retry=False)
         path = self.log_path(run.id)
         note(path, f"attempt {run.attempt} of {run.max_attempts} started at {now.isoformat()}")
         try:
-            handle = runner.start(run.id, rendered.job, path)
+            handle = runner.start(run.id, rendered.runnable(), path)
         except (LaunchError, OSError) as err:
             reason = f"cannot start the job: {err}"
         except Exception as err:  # a runner bug: fail the attempt rather than leave it Pending
@@ -166,3 +192,16 @@ class Launcher:
                             match={"worker": self.worker_id, "attempt": run.attempt}, job=rendered.job,
                             variables_patch=rendered.variables_patch, runner_ident=job.entry.handle.ident,
                             start_time=run.start_time or job.entry.started)
+
+
+@functools.cache
+def _start_threads(count: int) -> ThreadPoolExecutor:
+    """Threads that start jobs, shared by every launcher of the process and made on
+    first use (a daemon that runs no job starts none)."""
+    return ThreadPoolExecutor(count, thread_name_prefix="orchestra-start")
+
+
+def _kill_started(futures: list[Future[_Started | Move]]) -> None:
+    for future in futures:
+        if future.exception() is None and isinstance(outcome := future.result(), _Started):
+            outcome.entry.handle.kill()

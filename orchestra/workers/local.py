@@ -76,6 +76,7 @@ class LocalWorker:
         self._ended = threading.Event()
         self._closing = False
         self._warned: set[str] = set()
+        self._backlog: set[str] = set()  # pools that had due runs left after their last claim
         self._idle_before = True  # no job of ours ran when this pass began
 
     def log_path(self, run_id: str) -> Path:
@@ -296,10 +297,17 @@ class LocalWorker:
 
     def _claim_and_start(self, pool: str, runner: Runner, now: datetime) -> list[datetime]:
         """Claim due runs of ``pool`` (the store applies limits and pauses) and start them;
-        returns when the pool next needs a pass."""
-        due = self.store.next_due_time(pool)
-        if due is None or due > now:
-            return [due] if due else []
+        returns when the pool next needs a pass.
+
+        Whether anything is due is asked first (a cheap read that spares the
+        claim), except when runs were left due at the last pass: in a burst
+        every pass has something to claim.
+        """
+        if pool not in self._backlog:
+            due = self.store.next_due_time(pool)
+            if due is None or due > now:
+                return [due] if due else []
+        self._backlog.discard(pool)  # until the store says otherwise below
         claimed = self.store.claim_runs(pool, now=now, worker=self.worker_id, max_count=CLAIM_BATCH,
                                         lease_seconds=self.lease_seconds)
         if log.isEnabledFor(logging.INFO):  # label() for hundreds of runs only when shown
@@ -308,10 +316,13 @@ class LocalWorker:
         if claimed:
             self._start(claimed, runner, now)
         if len(claimed) == CLAIM_BATCH:
+            self._backlog.add(pool)
             return [now]  # there may be more, and room for them
         due = self.store.next_due_time(pool)
         if due is None:
             return []
+        if due <= now:
+            self._backlog.add(pool)
         # Due but not claimed: held back by a limit or a pause. A job of ours ending
         # wakes us anyway; the poll covers limits freed by other workers.
         return [due if due > now else now + timedelta(seconds=BLOCKED_POLL)]

@@ -6,10 +6,17 @@ is the one place a job is rendered from stored resources: parameter defaults
 overlaid by the run's own and checked against the schema, then the pure
 ``jobs.template.render_job``; ``reconcile.jobs.prepare_job`` (``orchestra
 render``, manual runs) calls it too.
+
+Secrets: ``render_with`` never resolves a ``secretRef`` (``orchestra render``
+and manual runs happen on the server, which need not have the worker's
+environment); ``render_run`` does, on the worker that launches the job, from
+its own environment and files. The job the runner gets comes from
+``RenderedJob.runnable()``; the run stores ``RenderedJob.job``, masked.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from orchestra.errors import FieldError, InvalidInput
@@ -25,8 +32,19 @@ def render_run(deployment: StoredResource, pool: StoredResource, run: Run, pytho
     # The slot, not the retry's due time: every attempt of a slot sees the same
     # ORCHESTRA_SCHEDULED_TIME, so a job keyed on it stays idempotent across retries.
     scheduled = (run.slot_time or run.scheduled_time).isoformat()
-    return render_with(deployment, pool, parameters=run.parameters, job_variables=run.job_variables,
-                       run_id=run.id, scheduled_time=scheduled, python=python)[1]
+    rendered = render_with(deployment, pool, parameters=run.parameters, job_variables=run.job_variables,
+                           run_id=run.id, scheduled_time=scheduled, python=python)[1]
+    problems = rendered.resolve_secret_refs(os.environ, _read_text)
+    if problems:
+        # Named by reference and where it is used, never by value; a retry on
+        # the same worker would meet the same missing variable or file.
+        raise InvalidInput(problems, "secret")
+    return rendered
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
 
 
 def run_parameters(deployment: StoredResource, overrides: dict[str, Any]) -> dict[str, Any]:

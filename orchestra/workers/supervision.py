@@ -1,13 +1,14 @@
 """What the worker knows about a job it started, and the threads that watch it.
 
-``LocalWorker`` keeps one ``Supervised`` per started job. Two kinds of small
-daemon threads exist, both only for jobs that run (never for queued runs):
-a waiter per running job, blocked in ``handle.wait()``, which wakes the
-daemon loop the moment the job ends (waiter threads are reused from job to
-job, see ``WaiterPool``); and a stopper while a job is being cancelled or
-timed out, because ``terminate`` blocks for the grace period and the loop
-must not. The threads touch nothing but the handle and the callback; every
-state change is made by the loop's thread, in ``LocalWorker.step``.
+``LocalWorker`` keeps one ``Supervised`` per started job. The daemon loop is
+woken the moment a job ends: by the runner itself when its handle can call
+back (``NotifyingHandle``: the process runner's one pump thread notices
+every exit anyway), else by a waiter thread blocked in ``handle.wait()``
+(reused from job to job, see ``WaiterPool``). A stopper thread exists while
+a job is being cancelled or timed out, because ``terminate`` blocks for the
+grace period and the loop must not. The callbacks and threads touch nothing
+but the handle and the callback; every state change is made by the loop's
+thread, in ``LocalWorker.step``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
-from orchestra.runners.base import RunHandle
+from orchestra.runners.base import NotifyingHandle, RunHandle
 from orchestra.store import Run
 from orchestra.workers.outcomes import label
 
@@ -97,7 +99,15 @@ _waiters = WaiterPool()  # shared by every worker of the process
 
 
 def watch_end(entry: Supervised, on_end: Callable[[], None]) -> None:
-    """Have a waiter thread call ``on_end()`` as soon as the job has ended."""
+    """Have ``on_end()`` called as soon as the job has ended: by the runner if its
+    handle can call back, else by a waiter thread.
+
+    In a burst of short jobs a waiter per job meant a thread wake-up per end,
+    each competing with the loop for the interpreter; a callback costs none.
+    """
+    if hasattr(entry.handle, "add_done_callback"):
+        cast(NotifyingHandle, entry.handle).add_done_callback(_guarded(entry, on_end))
+        return
 
     def wait() -> None:
         try:
@@ -110,6 +120,16 @@ def watch_end(entry: Supervised, on_end: Callable[[], None]) -> None:
             log.exception("%s: end callback failed", label(entry.run))
 
     _waiters.submit(wait)
+
+
+def _guarded(entry: Supervised, on_end: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        try:
+            on_end()
+        except Exception:  # the runner's thread serves other jobs next
+            log.exception("%s: end callback failed", label(entry.run))
+
+    return call
 
 
 def request_stop(entry: Supervised, why: str) -> None:

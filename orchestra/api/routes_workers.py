@@ -1,0 +1,320 @@
+"""Routes for remote workers: claim, heartbeat, report, ship logs, and the reads a worker needs.
+
+``orchestra worker`` (``remote.worker``) runs the daemon's own ``LocalWorker``
+on another machine, over ``remote.store_client.RemoteStore``, which calls
+these routes instead of the store. Each route is one store call:
+
+* ``POST /workers/{worker}/claim``: ``Store.claim_runs``, the claim path of
+  the daemon's in-process workers (limits, pauses, priorities, one claimer
+  per run); the claimed runs come back under a lease of ``leaseSeconds``;
+* ``POST /workers/{worker}/heartbeat``: ``Store.renew_lease``; the ids left
+  out of ``kept`` are runs the worker lost (recovered after its lease ran
+  out, or changed elsewhere): it must kill their jobs;
+* ``POST /workers/{worker}/transitions``: ``Store.transition_many``, each
+  report a compare-and-set *under the lease*: it applies only while the run
+  is still this worker's, at the reported attempt. A late report of a
+  revoked lease is refused (409) and changes nothing;
+* ``POST /runs/{run_id}/logs``: appends a chunk of the worker's log file to
+  the run's log, idempotently by offset (``remote.logsink``); only the
+  run's worker may, or the worker that ran the last attempt until another
+  one claims the run (the last lines of an attempt follow its report).
+
+Any holder of the token may call these routes under any worker name; what a
+name protects is the runs: a report moves only a run its worker holds.
+
+A remote worker needs the deployments and pools as stored, unmasked, to
+render its jobs: that is what the bearer token grants.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from anyio import to_thread
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from orchestra.api.errors import CONFLICT, NOT_FOUND
+from orchestra.api.schemas import StateName, Timestamp
+from orchestra.api.settings import ApiSettings
+from orchestra.errors import Conflict, NotFound
+from orchestra.remote.logsink import append_chunk, has_stream
+from orchestra.remote.wire import report_to_request, resource_to_wire, run_to_wire
+from orchestra.store import ACTIVE, SCHEDULED, Run, Store, TransitionRequest
+
+WORKER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
+RUN_ID_PATTERN = r"^[0-9a-f]{6,64}$"
+MAX_CLAIM = 500
+MAX_BATCH = 10_000  # run ids per heartbeat or lookup, reports per transition batch
+MAX_LEASE = 86_400.0
+MAX_OFFSET_SECONDS = 100_000_000.0  # report times: about three years either way
+MAX_CHUNK = 4 * 1024 * 1024  # bytes of log per request
+
+WorkerName = Annotated[str, Path(pattern=WORKER_PATTERN, description="The worker's name (orchestra worker prints it).")]
+RunIdText = Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)]
+Seconds = Annotated[float, Field(ge=-MAX_OFFSET_SECONDS, le=MAX_OFFSET_SECONDS)]
+LeaseSeconds = Annotated[float, Field(ge=1, le=MAX_LEASE, description="How long the lease lasts without a heartbeat.")]
+ResourceKind = Literal["WorkPool", "WorkQueue", "Deployment"]
+
+
+class _Body(BaseModel):
+    """camelCase on the wire; unknown fields refused (a typo must not be ignored)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ClaimIn(_Body):
+    pool: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    queues: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=100, description="Only runs of these queues; null: every queue of the pool.")
+    max: int = Field(ge=1, le=MAX_CLAIM, description="Claim at most this many runs.")
+    lease_seconds: LeaseSeconds
+    limit: int | None = Field(default=None, ge=1, le=100_000,
+                              description="The worker's own limit: claim only while it holds fewer active runs.")
+
+
+class HeartbeatIn(_Body):
+    run_ids: list[RunIdText] = Field(max_length=MAX_BATCH)
+    lease_seconds: LeaseSeconds
+
+
+class ReportIn(_Body):
+    """One state change a worker reports, under its lease (the run's worker and ``attempt``).
+    Times are offsets in seconds from the worker's now; the server applies them to its clock."""
+
+    run_id: RunIdText
+    attempt: int = Field(ge=1, le=1_000_000, description="The attempt the worker holds.")
+    to_state: StateName
+    reason: Annotated[str, StringConstraints(max_length=2000)]
+    expect: list[StateName] | None = Field(default=None, description="States the run must be in; null: any.")
+    next_attempt: int | None = Field(default=None, ge=2, le=1_000_001, description="A retry: attempt + 1.")
+    start_time_offset: Seconds | None = None
+    end_time_offset: Seconds | None = None
+    scheduled_time_offset: Seconds | None = None
+    exit_code: int | None = Field(default=None, ge=-(2**31), lt=2**31)
+    runner_ident: Annotated[str, StringConstraints(max_length=500)] | None = None
+    job: dict[str, Any] | None = None
+    variables_patch: list[dict[str, Any]] | None = None
+
+
+class TransitionsIn(_Body):
+    reports: list[ReportIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class WorkerRunOut(BaseModel):
+    """A run with every stored field (what a worker needs to run and report it)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    id: str
+    deployment: str
+    pool: str
+    queue: str
+    idempotency_key: str | None
+    schedule_identity: str | None
+    slot_time: Timestamp | None
+    trigger: str
+    state: StateName
+    state_reason: str
+    attempt: int
+    max_attempts: int
+    retry_delay_seconds: float
+    timeout_seconds: float | None
+    parameters: dict[str, Any]
+    job_variables: dict[str, Any]
+    variables_patch: Any
+    job: Any
+    worker: str | None
+    lease_expires_at: Timestamp | None
+    runner_ident: str | None
+    exit_code: int | None
+    scheduled_time: Timestamp
+    created_at: Timestamp
+    start_time: Timestamp | None
+    end_time: Timestamp | None
+
+
+class ClaimOut(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    runs: list[WorkerRunOut]
+    next_due_in_seconds: float | None = Field(description="When the pool's next Scheduled run is due, from now.")
+
+
+class RunsOut(BaseModel):
+    runs: list[WorkerRunOut]
+
+
+class HeartbeatOut(BaseModel):
+    kept: list[str] = Field(description="Runs whose lease was extended; any other one was lost: kill its job.")
+
+
+class ReportResult(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    run_id: str
+    status: Literal[200, 404, 409]
+    detail: str | None = Field(description="Why the report was refused; null when it applied.")
+    run: WorkerRunOut | None = Field(description="The run after the change; null when refused.")
+
+
+class TransitionsOut(BaseModel):
+    results: list[ReportResult]
+
+
+class TransitionsRefused(BaseModel):
+    """No report of the batch applied: 409 (404 if no run exists); ``results`` says why, report by report."""
+
+    detail: str
+    results: list[ReportResult]
+
+
+class DueOut(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    due_in_seconds: float | None = Field(description="From now (negative: overdue); null: nothing is Scheduled.")
+
+
+class StoredResourceOut(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    kind: str
+    name: str
+    metadata: dict[str, Any]
+    spec: dict[str, Any]
+    source_file: str | None
+    source_line: int | None
+    content_hash: str
+    generation: int
+    manager: str
+    paused_override: bool | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class ResourcesOut(BaseModel):
+    marker: int = Field(description="Changes whenever any resource does; compare to know when to read again.")
+    resources: list[StoredResourceOut]
+
+
+class LogAppended(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    next_offset: int = Field(description="How much of this worker's log the server holds: send on from here.")
+
+
+REFUSED: dict[int | str, dict[str, Any]] = {
+    409: {"model": TransitionsRefused, "description": "No report applied (a lease was revoked, a run changed)."},
+    404: {"model": TransitionsRefused, "description": "No report applied: none of the runs exists."},
+}
+OCTET_BODY = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def workers_router(store: Store, settings: ApiSettings) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["workers"])
+    _add_lease_routes(router, store, settings)
+    _add_read_routes(router, store, settings)
+    _add_log_route(router, store, settings)
+    return router
+
+
+def _add_lease_routes(router: APIRouter, store: Store, settings: ApiSettings) -> None:
+    @router.post("/workers/{worker}/claim", response_model=ClaimOut, summary="Claim due runs of a pool under a lease")
+    def claim(worker: WorkerName, body: ClaimIn) -> dict[str, Any]:
+        wanted = body.max
+        if body.limit is not None:
+            wanted = min(wanted, body.limit - len(store.active_runs(worker=worker)))
+        claimed = store.claim_runs(body.pool, now=settings.clock(), worker=worker, max_count=wanted,
+                                   lease_seconds=body.lease_seconds, queues=body.queues)  # none if wanted <= 0
+        return {"runs": [run_to_wire(run) for run in claimed], "nextDueInSeconds": _due_in(store, body.pool, settings)}
+
+    @router.post("/workers/{worker}/heartbeat", response_model=HeartbeatOut,
+                 summary="Extend the leases of runs a worker still runs")
+    def heartbeat(worker: WorkerName, body: HeartbeatIn) -> dict[str, Any]:
+        until = settings.clock() + timedelta(seconds=body.lease_seconds)
+        return {"kept": sorted(store.renew_lease(worker, body.run_ids, until))}
+
+    @router.post("/workers/{worker}/transitions", response_model=TransitionsOut, responses=REFUSED,
+                 summary="Report state changes of runs under the worker's lease (409 if none applied)")
+    def transitions(worker: WorkerName, body: TransitionsIn) -> Any:
+        now = settings.clock()
+        checked = [_refused_retry(report) or _as_request(report, worker, now) for report in body.reports]
+        applied = iter(store.transition_many([r for r in checked if not isinstance(r, Conflict)]))
+        outcomes = [r if isinstance(r, Conflict) else next(applied) for r in checked]
+        answers = [_result(report.run_id, outcome) for report, outcome in zip(body.reports, outcomes, strict=True)]
+        if any(isinstance(outcome, Run) for outcome in outcomes):
+            return {"results": answers}
+        status = 404 if all(isinstance(outcome, NotFound) for outcome in outcomes) else 409
+        detail = "; ".join(f"{a['runId']}: {a['detail']}" for a in answers)
+        return JSONResponse({"detail": detail, "results": answers}, status_code=status)
+
+
+def _add_read_routes(router: APIRouter, store: Store, settings: ApiSettings) -> None:
+    @router.get("/workers/{worker}/runs", response_model=RunsOut, summary="A worker's runs in the given states")
+    def worker_runs(worker: WorkerName,
+                    state: Annotated[list[StateName], Query(description="Repeat; default: the active states.")] = [],  # noqa: B006
+                    ) -> dict[str, Any]:
+        return {"runs": [run_to_wire(run) for run in store.runs_in_states(set(state) or ACTIVE, worker=worker)]}
+
+    @router.get("/workers/{worker}/run-records", response_model=RunsOut,
+                summary="Runs by id, with every stored field (any worker's)")
+    def run_records(worker: WorkerName,
+                    id: Annotated[list[RunIdText], Query(max_length=500, description="Repeat for several runs.")] = [],  # noqa: A002, B006
+                    ) -> dict[str, Any]:
+        found = store.get_runs(id) if id else {}
+        return {"runs": [run_to_wire(found[run_id]) for run_id in dict.fromkeys(id) if run_id in found]}
+
+    @router.get("/workers/{worker}/next-due", response_model=DueOut, summary="When a pool's next run falls due")
+    def next_due(worker: WorkerName, pool: Annotated[str, Query(min_length=1, max_length=200)]) -> dict[str, Any]:
+        return {"dueInSeconds": _due_in(store, pool, settings)}
+
+    @router.get("/workers/{worker}/resources", response_model=ResourcesOut,
+                summary="Pools, queues or deployments as stored (what a worker renders jobs from)")
+    def resources(worker: WorkerName, kind: ResourceKind,
+                  name: Annotated[list[str], Query(max_length=1000, description="Only these; default: all.")] = [],  # noqa: B006
+                  ) -> dict[str, Any]:
+        marker = store.resource_marker()  # before the read: a change in between is seen next time
+        found = list(store.get_resources(kind, name).values()) if name else store.list_resources(kind)
+        return {"marker": marker, "resources": [resource_to_wire(resource) for resource in found]}
+
+
+def _add_log_route(router: APIRouter, store: Store, settings: ApiSettings) -> None:
+    @router.post("/runs/{run_id}/logs", response_model=LogAppended, responses={**NOT_FOUND, **CONFLICT},
+                 openapi_extra=OCTET_BODY,
+                 summary="Append a chunk of a remote worker's log of a run (idempotent by offset)")
+    async def append_log(run_id: Annotated[str, Path(pattern=RUN_ID_PATTERN)], request: Request,
+                         worker: Annotated[str, Query(pattern=WORKER_PATTERN)],
+                         offset: Annotated[int, Query(ge=0, le=2**53, description="Where the chunk starts in "
+                                                      "the worker's own log file.")],
+                         ) -> dict[str, Any]:
+        data = await request.body()
+        if len(data) > MAX_CHUNK:
+            raise Conflict(f"a log chunk may be at most {MAX_CHUNK} bytes; send smaller ones")
+        run = await to_thread.run_sync(store.get_run, run_id)
+        if run.worker != worker and not (run.worker is None and has_stream(settings.log_dir, run.id, worker)):
+            raise Conflict(f"run {run.id} is not held by worker {worker}: its log is not this worker's to write")
+        written = await to_thread.run_sync(append_chunk, settings.log_dir, run.id, worker, offset, data)
+        return {"nextOffset": written}
+
+
+def _as_request(report: ReportIn, worker: str, now: datetime) -> TransitionRequest:
+    return report_to_request(report.model_dump(by_alias=True, exclude_unset=True), worker, now)
+
+
+def _refused_retry(report: ReportIn) -> Conflict | None:
+    """A retry moves to the next attempt, never elsewhere: refuse a report that would skip some."""
+    if report.next_attempt is not None and (report.next_attempt != report.attempt + 1 or report.to_state != SCHEDULED):
+        return Conflict(f"a retry of attempt {report.attempt} is attempt {report.attempt + 1}, Scheduled")
+    return None
+
+
+def _result(run_id: str, outcome: Run | Conflict | NotFound) -> dict[str, Any]:
+    if isinstance(outcome, Run):
+        return {"runId": run_id, "status": 200, "detail": None, "run": run_to_wire(outcome)}
+    return {"runId": run_id, "status": 404 if isinstance(outcome, NotFound) else 409, "detail": str(outcome),
+            "run": None}
+
+
+def _due_in(store: Store, pool: str, settings: ApiSettings) -> float | None:
+    due = store.next_due_time(pool)
+    return None if due is None else (due - settings.clock()).total_seconds()
+
+

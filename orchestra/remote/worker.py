@@ -1,0 +1,146 @@
+"""``RemoteWorker``: the loop of ``orchestra worker``, a worker on another machine.
+
+It runs the daemon's ``LocalWorker`` unchanged over a ``RemoteStore``: the
+same claim, launch, supervision, timeouts, cancels and retries, with every
+store call made through the daemon's API. The loop is the daemon's in
+miniature: a pass (``LocalWorker.step``), then sleep until the pass asks to
+be called again, a job ends (``wake``), or ``poll_interval`` passes (new
+runs are noticed by polling the claim: the API pushes nothing to workers).
+
+Leases: the ``LocalWorker`` renews its leases every lease/3 (the heartbeat).
+If the heartbeats stop (the machine dies, the network splits, the process is
+stopped), the daemon recovers the runs once the lease runs out: retried if
+attempts remain, else Crashed. When this worker comes back, the renewal says
+which leases it lost, and it kills those jobs; its late reports are refused.
+
+A pass that fails (the daemon unreachable, a 5xx) is logged and tried again
+with a growing delay, up to ``MAX_BACKOFF``; jobs go on meanwhile, and their
+logs wait in their files.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+from orchestra.client import ApiClient, Unauthorized
+from orchestra.remote.journal import JobJournal
+from orchestra.remote.shipper import LogShipper
+from orchestra.remote.store_client import RemoteStore
+from orchestra.runners.base import Runner
+from orchestra.store import ACTIVE, Run, Store
+from orchestra.workers.local import LocalWorker
+
+log = logging.getLogger("orchestra.worker")
+
+MAX_BACKOFF = 10.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RemoteWorker:
+    def __init__(self, client: ApiClient, *, worker_id: str, pool: str, runners: Mapping[str, Runner],
+                 log_dir: Path, queues: list[str] | None = None, limit: int | None = None,
+                 lease_seconds: float = 30.0, poll_interval: float = 1.0, shutdown_grace: float = 30.0,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.worker_id = worker_id
+        self.pool = pool
+        self.poll_interval = poll_interval
+        self.shutdown_grace = shutdown_grace
+        self.clock = clock
+        self.shipper = LogShipper(client, worker_id, log_dir)
+        self.store = RemoteStore(client, worker_id, queues=queues, limit=limit,
+                                 before_report=self._report_ends, clock=clock)
+        self.journal = JobJournal(log_dir)
+        self.runners = dict(runners)
+        self.store.on_claim = self._claimed
+        self.store.on_moved = self._moved
+        self.store.on_lost = self.journal.remove
+        # LocalWorker is typed for a Store; RemoteStore implements the methods it calls (see store_client).
+        self.worker = LocalWorker(cast(Store, self.store), runners=runners, pools=[pool], worker_id=worker_id,
+                                  log_dir=log_dir, lease_seconds=lease_seconds, on_change=self.wake)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._failures = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get ``shutdown_grace`` to end, then are cancelled."""
+        self._stop.set()
+        self._wake.set()
+
+    def serve(self) -> None:
+        """Run passes until ``stop()``; then shut down cleanly (see ``stop``)."""
+        self.shipper.start()
+        try:
+            self._start()
+            while not self._stop.is_set():
+                self._wake.wait(self._guarded_pass())
+                self._wake.clear()
+        finally:
+            log.info("stopping: no new runs; waiting up to %.0fs for running jobs", self.shutdown_grace)
+            try:
+                self.worker.shutdown(self.shutdown_grace, self.clock)
+            finally:
+                self.shipper.stop()
+                self.journal.close()
+            log.info("stopped")
+
+    def _start(self) -> None:
+        """Clean up what earlier workers on this machine left: jobs of a worker that died
+        (its runs are the daemon's again), containers of finished runs."""
+        killed = self.journal.reap_leftovers(self.runners)
+        if killed:
+            log.warning("killed %d job(s) left running by a worker that died here", killed)
+        try:
+            self.worker.recover(self.clock())
+        except Unauthorized:
+            raise
+        except Exception as exc:  # the daemon may not be up yet: the passes will retry
+            log.warning("cannot reach the daemon yet: %s", exc)
+
+    def _guarded_pass(self) -> float:
+        try:
+            wait = self.run_once()
+        except Unauthorized:
+            raise  # a wrong token will not become right by retrying
+        except Exception as exc:
+            self._failures += 1
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** min(self._failures, 5))
+            log.warning("worker pass failed (retrying in %.1fs): %s", delay, exc)
+            return delay
+        if self._failures:
+            log.info("the daemon answers again")
+        self._failures = 0
+        return wait
+
+    def run_once(self) -> float:
+        """One pass; how long the loop may sleep (never past ``poll_interval``)."""
+        now = self.clock()
+        wanted = self.worker.step(now)
+        if wanted is None:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, (wanted - self.clock()).total_seconds()))
+
+    def _claimed(self, run: Run) -> None:
+        self.shipper.watch(run.id)
+
+    def _moved(self, run: Run) -> None:
+        """Journal the jobs of ours that run (see ``journal``); forget the others."""
+        if run.state in ACTIVE and run.worker == self.worker_id and run.runner_ident:
+            self.journal.add(run.id, run.runner_ident)
+        elif run.state not in ACTIVE or run.worker != self.worker_id:
+            self.journal.remove([run.id])
+
+    def _report_ends(self, run_ids: Collection[str]) -> None:
+        """Before an attempt's end is reported: its output first, then stop watching its log."""
+        self.shipper.flush(run_ids)
+        self.shipper.release(run_ids)

@@ -1,0 +1,195 @@
+"""The worker routes of the API over real HTTP: claims, leases, reports under the lease, log shipping.
+
+A live uvicorn server over a SQLite store (tests/api_fixtures.py), whose
+clock stands at T0; runs are put in the store directly, as the scheduler
+would. The remote worker process itself is tested in test_remote_worker.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestra.client import ApiClient
+from orchestra.remote.shipper import LogShipper
+from orchestra.api.app import create_app
+from orchestra.api.server import ApiServer
+from orchestra.api.settings import ApiSettings
+from orchestra.store import NewRun, open_store
+from tests.api_fixtures import T0, TOKEN, LiveApi, api_factory_fixture, api_fixture, apply_specs, write_specs  # noqa: F401
+from tests.waiting import wait_for
+
+DUE = T0 - timedelta(minutes=1)
+
+
+def seed(api: LiveApi, count: int, *, deployment: str = "etl-nightly", pool: str = "spare",
+         queue: str = "default", **extra: Any) -> None:
+    api.store.insert_scheduled_runs([
+        NewRun(deployment=deployment, pool=pool, queue=queue, scheduled_time=DUE, trigger="test",
+               idempotency_key=f"{deployment}/{queue}/{i}/{time.monotonic_ns()}", **extra) for i in range(count)])
+
+
+def claim(client: httpx.Client, worker: str, pool: str = "spare", count: int = 50, **body: Any) -> httpx.Response:
+    return client.post(f"/api/v1/workers/{worker}/claim",
+                       json={"pool": pool, "max": count, "leaseSeconds": 30, **body})
+
+
+def report(run: dict[str, Any], to_state: str, **fields: Any) -> dict[str, Any]:
+    return {"runId": run["id"], "attempt": run["attempt"], "toState": to_state, "reason": "test", **fields}
+
+
+def test_four_workers_claiming_a_thousand_runs_at_once_get_each_run_exactly_once(api: LiveApi) -> None:
+    seed(api, 1000)
+    claimed: dict[str, list[str]] = {}
+    go = threading.Event()
+
+    def work(name: str) -> None:
+        mine: list[str] = claimed.setdefault(name, [])
+        with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
+            go.wait(10)
+            for _ in range(200):  # bounded: 1,000 runs take 20 full claims at most
+                answer = claim(client, name)
+                assert answer.status_code == 200, answer.text
+                runs = answer.json()["runs"]
+                if not runs:
+                    return
+                mine += [run["id"] for run in runs]
+                assert {run["worker"] for run in runs} == {name}
+
+    threads = [threading.Thread(target=work, args=(f"worker-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    go.set()
+    for thread in threads:
+        thread.join(60)
+    every = [run_id for ids in claimed.values() for run_id in ids]
+    assert len(every) == 1000 and len(set(every)) == 1000
+    assert sum(1 for ids in claimed.values() if ids) >= 2, "the claims did not overlap in time"
+    stored = api.store.get_runs(every)
+    for name, ids in claimed.items():
+        assert {stored[run_id].worker for run_id in ids} <= {name}
+        assert all(stored[run_id].state == "Pending" for run_id in ids)
+
+
+def test_a_claim_takes_only_the_queues_asked_for_and_respects_the_workers_limit(api: LiveApi) -> None:
+    seed(api, 2, deployment="hello", pool="local", queue="critical")
+    seed(api, 1, deployment="hello", pool="local", queue="default")
+    only_default = claim(api.client, "q-worker", pool="local", queues=["default"]).json()["runs"]
+    assert [run["queue"] for run in only_default] == ["default"]
+    seed(api, 5)
+    limited = claim(api.client, "small", limit=2).json()
+    assert len(limited["runs"]) == 2 and limited["nextDueInSeconds"] == -60.0
+    assert claim(api.client, "small", limit=2).json()["runs"] == []  # holds 2 already
+
+
+def test_reports_apply_only_under_the_lease(api: LiveApi) -> None:
+    seed(api, 2)
+    first, second = claim(api.client, "holder", count=2).json()["runs"]
+    running = api.client.post("/api/v1/workers/holder/transitions", json={"reports": [
+        report(first, "Running", runnerIdent="pid:1", job={"command": ["true"]}, startTimeOffset=-1.5),
+        report(second, "Running", attempt=7)]})  # not the attempt it holds
+    assert running.status_code == 200, running.text
+    results = running.json()["results"]
+    assert [r["status"] for r in results] == [200, 409]
+    assert "attempt 1, not 7" in results[1]["detail"]
+    started = results[0]["run"]
+    assert started["state"] == "Running" and started["runnerIdent"] == "pid:1"
+    assert started["startTime"] == (T0 - timedelta(seconds=1.5)).isoformat()  # on the server's clock
+
+    stranger = api.client.post("/api/v1/workers/stranger/transitions",
+                               json={"reports": [report(first, "Completed", exitCode=0)]})
+    assert stranger.status_code == 409 and "has worker 'holder', not 'stranger'" in stranger.text
+    assert api.store.get_run(first["id"]).state == "Running"
+
+    skipping = api.client.post("/api/v1/workers/holder/transitions",
+                               json={"reports": [report(started, "Scheduled", nextAttempt=5)]})
+    assert skipping.status_code == 409
+    missing = api.client.post("/api/v1/workers/holder/transitions",
+                              json={"reports": [report({"id": "ab" * 16, "attempt": 1}, "Completed")]})
+    assert missing.status_code == 404
+
+    beat = api.client.post("/api/v1/workers/holder/heartbeat",
+                           json={"runIds": [first["id"], second["id"], "cd" * 16], "leaseSeconds": 10})
+    assert sorted(beat.json()["kept"]) == sorted([first["id"], second["id"]])
+    assert api.store.get_run(first["id"]).lease_expires_at == T0 + timedelta(seconds=10)
+    assert api.client.post("/api/v1/workers/other/heartbeat",
+                           json={"runIds": [first["id"]], "leaseSeconds": 10}).json()["kept"] == []
+
+
+def test_log_chunks_are_appended_once_by_offset_and_only_by_the_runs_worker(api: LiveApi) -> None:
+    seed(api, 1, max_attempts=2)
+    run = claim(api.client, "shipper", count=1).json()["runs"][0]
+
+    def ship(worker: str, offset: int, data: bytes, run_id: str = run["id"]) -> httpx.Response:
+        return api.client.post(f"/api/v1/runs/{run_id}/logs", params={"worker": worker, "offset": offset},
+                               content=data, headers={"Content-Type": "application/octet-stream"})
+
+    assert ship("shipper", 0, b"hello ").json() == {"nextOffset": 6}
+    assert ship("shipper", 0, b"hello ").json() == {"nextOffset": 6}  # a retried chunk: written once
+    assert ship("shipper", 3, b"lo world\n").json() == {"nextOffset": 12}  # overlapping: only the new tail
+    assert ship("shipper", 20, b"gap").json() == {"nextOffset": 12}  # a gap: nothing, send from 12
+    assert ship("intruder", 0, b"not mine").status_code == 409
+    assert api.log_path(run["id"]).read_bytes() == b"hello world\n"
+
+    # A retry releases the run: its worker may finish its stream until another worker takes the run,
+    # whose own stream (from its offset 0) then goes after it.
+    api.client.post("/api/v1/workers/shipper/transitions", json={"reports": [report(run, "Running")]})
+    retry = api.client.post("/api/v1/workers/shipper/transitions",
+                            json={"reports": [report(run, "Scheduled", nextAttempt=2, scheduledTimeOffset=-1)]})
+    assert retry.json()["results"][0]["run"]["worker"] is None
+    assert ship("shipper", 12, b"last words\n").json() == {"nextOffset": 23}
+    assert claim(api.client, "next", count=1).json()["runs"][0]["attempt"] == 2
+    assert ship("next", 0, b"attempt 2\n").json() == {"nextOffset": 10}
+    assert ship("shipper", 23, b"too late\n").status_code == 409
+    page = api.client.get(f"/api/v1/runs/{run['id']}/logs").json()
+    assert page["text"] == "hello world\nlast words\nattempt 2\n"
+    assert ship("shipper", 0, b"x", run_id="ef" * 16).status_code == 404
+
+
+def test_the_log_shipper_waits_out_an_unreachable_daemon_and_then_sends_every_byte_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as probe:  # a free loopback port, where nothing listens yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = open_store(f"sqlite:///{tmp_path / 'orchestra.db'}")
+    apply_specs(store, write_specs(tmp_path))
+    store.insert_scheduled_runs([NewRun(deployment="etl-nightly", pool="spare", scheduled_time=DUE)])
+    run = store.claim_runs("spare", now=T0, worker="far", max_count=1)[0]
+    settings = ApiSettings(token=TOKEN, state_dir=tmp_path / ".orchestra", clock=lambda: T0)
+    server_log = settings.log_dir / f"{run.id}.log"
+    log_dir = tmp_path / "worker-logs"
+    log_dir.mkdir()
+    local_log = log_dir / f"{run.id}.log"
+    client = ApiClient(f"http://127.0.0.1:{port}", TOKEN, timeout=2)
+    shipper = LogShipper(client, "far", log_dir)
+    shipper.watch(run.id)
+    local_log.write_bytes(b"first line\n")
+    server = None
+    caplog.set_level(logging.WARNING, "orchestra.worker")
+    shipper.start()
+    try:
+        wait_for(lambda: "cannot ship logs" in caplog.text, message="a failed attempt to ship")
+        with local_log.open("ab") as out:
+            out.write(b"second line\n")
+        server = ApiServer(create_app(store, settings=settings), "127.0.0.1", port)
+        server.start()
+        wait_for(lambda: server_log.exists() and server_log.read_bytes() == b"first line\nsecond line\n",
+                 timeout=30, message="the log shipped once the daemon answers")
+        with local_log.open("ab") as out:
+            out.write(b"third\n")
+        shipper.flush([run.id])  # what the worker does before it reports the end
+        assert server_log.read_bytes() == b"first line\nsecond line\nthird\n"
+    finally:
+        shipper.stop(flush_timeout=2)
+        client.close()
+        if server is not None:
+            server.stop()
+        store.close()
