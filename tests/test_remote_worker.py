@@ -214,3 +214,17 @@ def test_a_worker_killed_outright_leaves_its_job_to_the_next_worker_on_that_mach
         assert "lease of worker remote-d expired" in crashed["stateReason"]
         workers(url, "remote-e", TOKEN, *shared)
         wait_for(lambda: is_gone(job_pid), timeout=30, message="the next worker to kill the leftover job")
+
+
+def test_a_run_cancelled_through_the_daemon_is_stopped_by_its_remote_worker(
+        workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess]) -> None:  # noqa: F811
+    url = api_url(daemon)
+    workers(url, "remote-f")
+    with client(url) as api:
+        run_id = trigger(api, "fragile")
+        run_where(api, run_id, lambda r: r["state"] == "Running", "the job to start")
+        job_pid = pids(workdir, 1)[0]
+        assert api.post(f"/runs/{run_id}/cancel").status_code == 200
+        final = run_where(api, run_id, lambda r: r["state"] in TERMINAL, "the cancel to land")
+        assert final["state"] == "Cancelled" and final["worker"] == "remote-f", final
+        assert is_gone(job_pid)

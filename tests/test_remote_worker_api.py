@@ -7,6 +7,7 @@ would. The remote worker process itself is tested in test_remote_worker.py.
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import threading
@@ -24,7 +25,9 @@ from orchestra.api.app import create_app
 from orchestra.api.server import ApiServer
 from orchestra.api.settings import ApiSettings
 from orchestra.store import NewRun, open_store
-from tests.api_fixtures import T0, TOKEN, LiveApi, api_factory_fixture, api_fixture, apply_specs, write_specs  # noqa: F401
+from tests.api_fixtures import (  # noqa: F401
+    T0, TOKEN, LiveApi, api_factory_fixture, api_fixture, apply_specs, write_specs,
+)
 from tests.waiting import wait_for
 
 DUE = T0 - timedelta(minutes=1)
@@ -193,3 +196,25 @@ def test_the_log_shipper_waits_out_an_unreachable_daemon_and_then_sends_every_by
         if server is not None:
             server.stop()
         store.close()
+
+
+def test_a_batch_of_log_chunks_answers_chunk_by_chunk(api: LiveApi) -> None:
+    seed(api, 2)
+    first, second = claim(api.client, "batcher", count=2).json()["runs"]
+    other = claim(api.client, "someone-else", count=1)  # nothing left: both runs are the batcher's
+    assert other.json()["runs"] == []
+
+    def chunk(run_id: str, offset: int, data: bytes) -> dict[str, Any]:
+        return {"runId": run_id, "offset": offset, "data": base64.b64encode(data).decode()}
+
+    answer = api.client.post("/api/v1/workers/batcher/logs", json={"chunks": [
+        chunk(first["id"], 0, b"one\n"), chunk(second["id"], 0, b"two\n"), chunk(first["id"], 4, b"more\n"),
+        {"runId": second["id"], "offset": 4, "data": "not base64!"}, chunk("ab" * 16, 0, b"x")]})
+    assert answer.status_code == 200, answer.text
+    assert [(r["status"], r["nextOffset"]) for r in answer.json()["results"]] == [
+        (200, 4), (200, 4), (200, 9), (400, None), (404, None)]
+    assert api.log_path(first["id"]).read_bytes() == b"one\nmore\n"
+    assert api.log_path(second["id"]).read_bytes() == b"two\n"
+    refused = api.client.post("/api/v1/workers/someone-else/logs", json={"chunks": [chunk(first["id"], 0, b"x")]})
+    assert refused.json()["results"][0]["status"] == 409
+    assert api.log_path(first["id"]).read_bytes() == b"one\nmore\n"

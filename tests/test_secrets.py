@@ -10,6 +10,7 @@ import json
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from orchestra.planning.diff import FieldChange, hide_plan_secrets
 from orchestra.planning.plan import Change, Plan
 from orchestra.planning.render import render_plan
 from orchestra.specs.parameters import validate_parameters
+from tests.conftest import CliResult
 
 CANARY = "canary-" + secrets.token_hex(8)
 SCHEMA = {"type": "object", "properties": {
@@ -91,6 +93,14 @@ def test_a_secret_inside_json_inside_a_longer_string_is_escaped_exactly() -> Non
     assert json.loads(job["note"][len("run "):-len(" now")]) == ["report", f"--password={value}", "1"]
     assert job["params"] == {"password": value, "pin": 1}
     assert rendered.job["params"] == {"password": "***", "pin": "***"}
+
+
+def test_a_value_that_merely_looks_like_a_token_is_left_alone() -> None:
+    fake = "@@secret-0123456789abcdef-0-0-w0@@"
+    rendered = render_job(default_template("process"), deployment(command=["run", "{{ parameters.region }}"]),
+                          parameters={"password": CANARY, "region": fake})
+    assert rendered.job["command"] == rendered.runnable()["command"] == ["run", fake]
+    assert json.loads(rendered.runnable()["env"]["ORCHESTRA_PARAMETERS"])["region"] == fake
 
 
 def test_a_secret_ref_shows_its_label_and_resolves_from_the_workers_environment(tmp_path: Path) -> None:
@@ -260,25 +270,52 @@ def test_a_reference_replaces_a_default_whole_and_is_never_merged_key_by_key() -
 # --- through a live API: an API-managed deployment with a secret default ---------------------------------------
 
 
-def test_an_api_managed_deployment_shows_and_exports_its_secret_default_masked(tmp_path: Path) -> None:
+VAULTED_POOL = """
+apiVersion: orchestra/v1
+kind: WorkPool
+metadata: {name: vaulted}
+spec:
+  type: process
+  baseJobTemplate:
+    variables:
+      type: object
+      properties:
+        env:
+          type: object
+          additionalProperties: {type: string}
+          properties: {API_KEY: {type: string, writeOnly: true}}
+          default: {}
+    jobConfiguration: {command: "{{ command }}", env: "{{ env }}"}
+"""
+
+
+def test_an_api_managed_deployment_shows_and_exports_its_secrets_masked(
+        tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     from tests.api_fixtures import start_api, stop_api
 
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "vaulted.yaml").write_text(VAULTED_POOL)
     live = start_api(tmp_path)
     try:
         document = {"metadata": {"name": "vault"}, "spec": {
-            "pool": "local", "command": ["true"], "parameterSchema": SCHEMA, "parameters": {"password": CANARY}}}
+            "pool": "vaulted", "command": ["true"], "parameterSchema": SCHEMA, "parameters": {"password": CANARY},
+            "jobVariables": {"env": {"API_KEY": CANARY + "-key", "LEVEL": "debug"}}}}
         created = live.client.post("/api/v1/deployments", json=document)
         assert created.status_code == 201, created.text
         bad = live.client.post("/api/v1/deployments", json={**document, "metadata": {"name": "bad"}, "spec": {
             **document["spec"], "parameters": {"password": CANARY.upper()}}})
         run = live.client.post("/api/v1/deployments/vault/runs", json={"parameters": {"pin": 4711}})
         shown = [created.text, bad.text, run.text, live.client.get("/api/v1/deployments/vault").text,
-                 live.client.get("/api/v1/export").text, live.client.get(f"/api/v1/runs/{run.json()['id']}").text,
-                 live.client.get("/api/v1/runs").text]
+                 live.client.get("/api/v1/deployments").text, live.client.get("/api/v1/export").text,
+                 live.client.get(f"/api/v1/runs/{run.json()['id']}").text, live.client.get("/api/v1/runs").text]
+        shown += [cli("--db", f"sqlite:///{tmp_path / 'orchestra.db'}", "get", *args).out
+                  for args in (["deployments", "-o", "json"], ["deployment", "vault", "-o", "yaml"])]
         assert bad.status_code == 422 and run.status_code == 201
         assert created.json()["spec"]["parameters"] == {"password": "***"}
+        assert created.json()["spec"]["jobVariables"] == {"env": {"API_KEY": "***", "LEVEL": "debug"}}
         assert run.json()["parameters"] == {"password": "***", "pin": "***"}
-        assert all(CANARY not in text and CANARY.upper() not in text and "4711" not in text for text in shown)
+        leaked = [text for text in shown if CANARY in text or CANARY.upper() in text or "4711" in text]
+        assert leaked == [] and all(shown)
         assert live.store.get_resource("Deployment", "vault").spec["parameters"] == {"password": CANARY}
     finally:
         stop_api(live)

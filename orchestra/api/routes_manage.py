@@ -23,6 +23,7 @@ from orchestra.api.errors import BAD_BODY, CONFLICT, INVALID, NOT_FOUND, field_p
 from orchestra.api.routes_resources import paused_schedules, spec_errors
 from orchestra.api.schemas import ExportDocument, ResourceDocumentIn, ResourceOut, ScheduleIn, SchedulePauseOut
 from orchestra.api.settings import ApiSettings
+from orchestra.api.shapes import pool_of
 from orchestra.api.views import resource_view
 from orchestra.reconcile.export import export_documents, to_yaml
 from orchestra.reconcile.managed import (
@@ -54,7 +55,8 @@ def manage_router(store: Store, settings: ApiSettings) -> APIRouter:
     root = spec_root(list(settings.spec_paths)) if settings.spec_paths else Path.cwd()
 
     def view(resource: StoredResource) -> dict[str, Any]:
-        return resource_view(resource, spec_errors(store), settings.clock(), paused_schedules(store, resource.kind))
+        return resource_view(resource, spec_errors(store), settings.clock(), paused_schedules(store, resource.kind),
+                             pool_of(store, resource))
 
     for noun, kind in MANAGED.items():
         _add_document_routes(router, store, view, root, noun, kind)

@@ -17,6 +17,7 @@ from pydantic import StringConstraints
 from orchestra.api.errors import INVALID, NOT_FOUND
 from orchestra.api.schemas import PlanOut, ResourceOut, UpcomingOut
 from orchestra.api.settings import ApiSettings
+from orchestra.api.shapes import pool_of
 from orchestra.api.views import label_selector, matches, resource_view, upcoming
 from orchestra.diagnostics import SpecError
 from orchestra.errors import NotFound
@@ -53,7 +54,8 @@ def paused_schedules(store: Store, kind: str) -> set[tuple[str, str]]:
 def _add_kind_routes(router: APIRouter, store: Store, settings: ApiSettings, noun: str, kind: str,
                      singular: str) -> None:
     def view(resource: Any) -> dict[str, Any]:
-        return resource_view(resource, spec_errors(store), settings.clock(), paused_schedules(store, kind))
+        return resource_view(resource, spec_errors(store), settings.clock(), paused_schedules(store, kind),
+                             pool_of(store, resource))
 
     @router.get(f"/{noun}", response_model=list[ResourceOut], responses=INVALID, tags=[noun],
                 summary=f"List {noun} with their status", operation_id=f"list_{noun}")
@@ -63,7 +65,9 @@ def _add_kind_routes(router: APIRouter, store: Store, settings: ApiSettings, nou
                        ) -> list[dict[str, Any]]:
         selector = label_selector(label)
         errors, now, paused = spec_errors(store), settings.clock(), paused_schedules(store, kind)
-        return [resource_view(r, errors, now, paused) for r in store.list_resources(kind)
+        pools = {p.name: p for p in store.list_resources("WorkPool")} if kind == "Deployment" else {}
+        return [resource_view(r, errors, now, paused, pools.get(r.spec.get("pool")))
+                for r in store.list_resources(kind)
                 if matches(r, labels=selector, pool=pool, name=name)]
 
     @router.get(f"/{noun}/{{name}}", response_model=ResourceOut, responses=NOT_FOUND, tags=[noun],

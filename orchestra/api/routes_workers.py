@@ -28,6 +28,8 @@ render its jobs: that is what the bearer token grants.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -37,7 +39,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
-from orchestra.api.errors import CONFLICT, NOT_FOUND
+from orchestra.api.errors import BAD_BODY, CONFLICT, NOT_FOUND
 from orchestra.api.schemas import StateName, Timestamp
 from orchestra.api.settings import ApiSettings
 from orchestra.errors import Conflict, NotFound
@@ -58,6 +60,9 @@ RunIdText = Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)]
 Seconds = Annotated[float, Field(ge=-MAX_OFFSET_SECONDS, le=MAX_OFFSET_SECONDS)]
 LeaseSeconds = Annotated[float, Field(ge=1, le=MAX_LEASE, description="How long the lease lasts without a heartbeat.")]
 ResourceKind = Literal["WorkPool", "WorkQueue", "Deployment"]
+StatesQuery = Annotated[list[StateName], Query(description="Repeat; default: the active states.")]
+IdsQuery = Annotated[list[RunIdText], Query(max_length=500, description="Repeat for several runs.")]
+NamesQuery = Annotated[list[str], Query(max_length=1000, description="Only these; default: all.")]
 
 
 class _Body(BaseModel):
@@ -195,6 +200,29 @@ class ResourcesOut(BaseModel):
     resources: list[StoredResourceOut]
 
 
+class LogChunkIn(_Body):
+    run_id: RunIdText
+    offset: int = Field(ge=0, le=2**53, description="Where the chunk starts in the worker's own log file.")
+    data: Annotated[str, StringConstraints(max_length=2 * MAX_CHUNK)] = Field(description="The bytes, base64.")
+
+
+class LogChunksIn(_Body):
+    chunks: list[LogChunkIn] = Field(min_length=1, max_length=1000)
+
+
+class LogChunkResult(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    run_id: str
+    status: Literal[200, 400, 404, 409] = Field(description="400: data is not base64; 404: no such run; "
+                                                           "409: the run's log is not this worker's to write.")
+    next_offset: int | None = Field(description="How much of this worker's log the server holds; null if refused.")
+    detail: str | None
+
+
+class LogChunksOut(BaseModel):
+    results: list[LogChunkResult]
+
+
 class LogAppended(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
     next_offset: int = Field(description="How much of this worker's log the server holds: send on from here.")
@@ -217,7 +245,8 @@ def workers_router(store: Store, settings: ApiSettings) -> APIRouter:
 
 
 def _add_lease_routes(router: APIRouter, store: Store, settings: ApiSettings) -> None:
-    @router.post("/workers/{worker}/claim", response_model=ClaimOut, summary="Claim due runs of a pool under a lease")
+    @router.post("/workers/{worker}/claim", response_model=ClaimOut, responses=BAD_BODY,
+                 summary="Claim due runs of a pool under a lease")
     def claim(worker: WorkerName, body: ClaimIn) -> dict[str, Any]:
         wanted = body.max
         if body.limit is not None:
@@ -226,13 +255,13 @@ def _add_lease_routes(router: APIRouter, store: Store, settings: ApiSettings) ->
                                    lease_seconds=body.lease_seconds, queues=body.queues)  # none if wanted <= 0
         return {"runs": [run_to_wire(run) for run in claimed], "nextDueInSeconds": _due_in(store, body.pool, settings)}
 
-    @router.post("/workers/{worker}/heartbeat", response_model=HeartbeatOut,
+    @router.post("/workers/{worker}/heartbeat", response_model=HeartbeatOut, responses=BAD_BODY,
                  summary="Extend the leases of runs a worker still runs")
     def heartbeat(worker: WorkerName, body: HeartbeatIn) -> dict[str, Any]:
         until = settings.clock() + timedelta(seconds=body.lease_seconds)
         return {"kept": sorted(store.renew_lease(worker, body.run_ids, until))}
 
-    @router.post("/workers/{worker}/transitions", response_model=TransitionsOut, responses=REFUSED,
+    @router.post("/workers/{worker}/transitions", response_model=TransitionsOut, responses={**BAD_BODY, **REFUSED},
                  summary="Report state changes of runs under the worker's lease (409 if none applied)")
     def transitions(worker: WorkerName, body: TransitionsIn) -> Any:
         now = settings.clock()
@@ -250,14 +279,14 @@ def _add_lease_routes(router: APIRouter, store: Store, settings: ApiSettings) ->
 def _add_read_routes(router: APIRouter, store: Store, settings: ApiSettings) -> None:
     @router.get("/workers/{worker}/runs", response_model=RunsOut, summary="A worker's runs in the given states")
     def worker_runs(worker: WorkerName,
-                    state: Annotated[list[StateName], Query(description="Repeat; default: the active states.")] = [],  # noqa: B006
+                    state: StatesQuery = [],  # noqa: B006 - FastAPI copies defaults per request
                     ) -> dict[str, Any]:
         return {"runs": [run_to_wire(run) for run in store.runs_in_states(set(state) or ACTIVE, worker=worker)]}
 
     @router.get("/workers/{worker}/run-records", response_model=RunsOut,
                 summary="Runs by id, with every stored field (any worker's)")
     def run_records(worker: WorkerName,
-                    id: Annotated[list[RunIdText], Query(max_length=500, description="Repeat for several runs.")] = [],  # noqa: A002, B006
+                    id: IdsQuery = [],  # noqa: A002, B006 - the wire name; FastAPI copies defaults
                     ) -> dict[str, Any]:
         found = store.get_runs(id) if id else {}
         return {"runs": [run_to_wire(found[run_id]) for run_id in dict.fromkeys(id) if run_id in found]}
@@ -269,7 +298,7 @@ def _add_read_routes(router: APIRouter, store: Store, settings: ApiSettings) -> 
     @router.get("/workers/{worker}/resources", response_model=ResourcesOut,
                 summary="Pools, queues or deployments as stored (what a worker renders jobs from)")
     def resources(worker: WorkerName, kind: ResourceKind,
-                  name: Annotated[list[str], Query(max_length=1000, description="Only these; default: all.")] = [],  # noqa: B006
+                  name: NamesQuery = [],  # noqa: B006 - FastAPI copies defaults per request
                   ) -> dict[str, Any]:
         marker = store.resource_marker()  # before the read: a change in between is seen next time
         found = list(store.get_resources(kind, name).values()) if name else store.list_resources(kind)
@@ -277,6 +306,12 @@ def _add_read_routes(router: APIRouter, store: Store, settings: ApiSettings) -> 
 
 
 def _add_log_route(router: APIRouter, store: Store, settings: ApiSettings) -> None:
+    @router.post("/workers/{worker}/logs", response_model=LogChunksOut, responses=BAD_BODY,
+                 summary="Append chunks of a worker's logs of several runs at once (idempotent by offset)")
+    def append_logs(worker: WorkerName, body: LogChunksIn) -> dict[str, Any]:
+        runs = store.get_runs({chunk.run_id for chunk in body.chunks})
+        return {"results": [_append(settings, runs.get(chunk.run_id), chunk, worker) for chunk in body.chunks]}
+
     @router.post("/runs/{run_id}/logs", response_model=LogAppended, responses={**NOT_FOUND, **CONFLICT},
                  openapi_extra=OCTET_BODY,
                  summary="Append a chunk of a remote worker's log of a run (idempotent by offset)")
@@ -289,10 +324,33 @@ def _add_log_route(router: APIRouter, store: Store, settings: ApiSettings) -> No
         if len(data) > MAX_CHUNK:
             raise Conflict(f"a log chunk may be at most {MAX_CHUNK} bytes; send smaller ones")
         run = await to_thread.run_sync(store.get_run, run_id)
-        if run.worker != worker and not (run.worker is None and has_stream(settings.log_dir, run.id, worker)):
-            raise Conflict(f"run {run.id} is not held by worker {worker}: its log is not this worker's to write")
+        refusal = _log_refusal(settings, run, worker)
+        if refusal is not None:
+            raise Conflict(refusal)
         written = await to_thread.run_sync(append_chunk, settings.log_dir, run.id, worker, offset, data)
         return {"nextOffset": written}
+
+
+def _log_refusal(settings: ApiSettings, run: Run, worker: str) -> str | None:
+    """Why ``worker`` may not write the run's log: only the run's worker may, or the worker of the
+    last attempt until another one claims the run (the last lines follow the attempt's report)."""
+    if run.worker == worker or (run.worker is None and has_stream(settings.log_dir, run.id, worker)):
+        return None
+    return f"run {run.id} is not held by worker {worker}: its log is not this worker's to write"
+
+
+def _append(settings: ApiSettings, run: Run | None, chunk: LogChunkIn, worker: str) -> dict[str, Any]:
+    refused: dict[str, Any] = {"runId": chunk.run_id, "nextOffset": None}
+    if run is None:
+        return {**refused, "status": 404, "detail": f"run {chunk.run_id!r} not found"}
+    if (refusal := _log_refusal(settings, run, worker)) is not None:
+        return {**refused, "status": 409, "detail": refusal}
+    try:
+        data = base64.b64decode(chunk.data, validate=True)
+    except binascii.Error:
+        return {**refused, "status": 400, "detail": "data is not base64"}
+    written = append_chunk(settings.log_dir, run.id, worker, chunk.offset, data)
+    return {"runId": chunk.run_id, "status": 200, "nextOffset": written, "detail": None}
 
 
 def _as_request(report: ReportIn, worker: str, now: datetime) -> TransitionRequest:

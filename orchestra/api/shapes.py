@@ -20,14 +20,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from orchestra.jobs.secrets import (
-    HIDE_ALL,
-    SecretMarks,
-    deployment_secret_paths,
-    masked,
-    secret_paths,
-    spec_secret_paths,
-)
+from orchestra.jobs.secrets import HIDE_ALL, SecretMarks, masked_spec, secret_paths
 from orchestra.specs.validate import pool_template
 from orchestra.store import Run, RunEvent, Store, StoredResource
 
@@ -101,19 +94,23 @@ def masked_run_detail_json(store: Store, run: Run) -> dict[str, Any]:
 def shown_spec(resource: StoredResource, pool: StoredResource | None = None) -> dict[str, Any]:
     """A resource's spec with the secret values its schemas mark hidden (a deployment's
     ``jobVariables`` too when its ``pool`` is given)."""
-    if resource.kind == "Deployment" and pool is not None:
-        paths = deployment_secret_paths(resource.spec, pool_template(pool.spec).get("variables"))
-    else:
-        paths = spec_secret_paths(resource.kind, resource.spec)
-    return masked(resource.spec, paths)
+    return masked_spec(resource.kind, resource.spec, pool.spec if pool is not None else None)
+
+
+def pool_of(store: Store, resource: StoredResource) -> StoredResource | None:
+    """The pool of a deployment (whose schema marks its secret job variables), or None."""
+    if resource.kind != "Deployment":
+        return None
+    return store.get_resources("WorkPool", [resource.spec.get("pool", "")]).get(resource.spec.get("pool", ""))
 
 
 def source_text(resource: StoredResource) -> str | None:
     return f"{resource.source_file}:{resource.source_line}" if resource.source_file else None
 
 
-def resource_json(resource: StoredResource) -> dict[str, Any]:
-    """A pool, queue or deployment as ``get ... -o json`` prints it."""
+def resource_json(resource: StoredResource, pool: StoredResource | None = None) -> dict[str, Any]:
+    """A pool, queue or deployment as ``get ... -o json`` prints it; a deployment's ``pool``, when
+    given, says which of its ``jobVariables`` are secret (``pool_of`` finds it)."""
     data: dict[str, Any] = {"kind": resource.kind, "name": resource.name}
     if resource.kind == "Deployment":
         data.update(pool=resource.spec["pool"], queue=resource.spec.get("queue") or "default")
@@ -123,6 +120,6 @@ def resource_json(resource: StoredResource) -> dict[str, Any]:
         source=source_text(resource),
         manager=resource.manager,
         generation=resource.generation,
-        spec=shown_spec(resource),
+        spec=shown_spec(resource, pool),
     )
     return data

@@ -25,13 +25,14 @@ NEXT_RUNS = 5
 
 
 def resource_view(resource: StoredResource, spec_errors: Sequence[dict[str, Any]], now: datetime,
-                  paused_schedules: Collection[tuple[str, str]] = ()) -> dict[str, Any]:
+                  paused_schedules: Collection[tuple[str, str]] = (),
+                  pool: StoredResource | None = None) -> dict[str, Any]:
     """``resource_json`` plus pool, queue, the spec errors that concern it and its next runs
     (``paused_schedules``: (deployment, identity) pairs paused at runtime)."""
     spec = resource.spec
     paused = {identity for deployment, identity in paused_schedules if deployment == resource.name}
     return {
-        **resource_json(resource),
+        **resource_json(resource, pool),  # a deployment's pool marks its secret job variables
         "pool": None if resource.kind == "WorkPool" else spec.get("pool"),
         "queue": (spec.get("queue") or "default") if resource.kind == "Deployment" else None,
         "specErrors": errors_of(resource, spec_errors),

@@ -17,7 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestra.api.shapes import masked_run_detail_json, masked_run_json, masked_runs_json, resource_json
+from orchestra.api.shapes import (
+    masked_run_detail_json,
+    masked_run_json,
+    masked_runs_json,
+    pool_of,
+    resource_json,
+)
 from orchestra.planning.plan import Plan
 from orchestra.planning.render import render_plan
 from orchestra.reconcile.apply import apply_plan, plan_specs
@@ -102,10 +108,12 @@ class LocalBackend:
         return datetime.now(timezone.utc)
 
     def list_resources(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return [resource_json(r) for r in self.store.list_resources(kind)]
+        pools = {p.name: p for p in self.store.list_resources("WorkPool")}  # they mark secret job variables
+        return [resource_json(r, pools.get(r.spec.get("pool"))) for r in self.store.list_resources(kind)]
 
     def get_resource(self, kind: str, name: str) -> dict[str, Any]:
-        return resource_json(self.store.get_resource(kind, name))
+        resource = self.store.get_resource(kind, name)
+        return resource_json(resource, pool_of(self.store, resource))
 
     def spec_status(self) -> dict[str, Any] | None:
         status = self.store.get_status(SPEC_STATUS)

@@ -65,15 +65,18 @@ def worker(app: AppContext, pool: str, queues: tuple[str, ...], limit: int | Non
 
     url, token = _endpoint(app, api_url, api_token_file)
     worker_id = name or default_name()
-    instance = RemoteWorker(
-        ApiClient(url, token), worker_id=worker_id, pool=pool, runners=_runners(base_dir.resolve()),
-        log_dir=log_dir or app.settings.state_dir / "worker-logs", queues=list(queues) or None, limit=limit,
-        lease_seconds=_duration(lease, "--lease", minimum=1.0), poll_interval=_duration(poll, "--poll"),
-        shutdown_grace=_duration(shutdown_grace, "--shutdown-grace"))
-    _install_signal_handlers(instance)
-    log.info("orchestra worker %s serving pool %s%s from %s", worker_id, pool,
-             f" (queues {', '.join(queues)})" if queues else "", url)
-    instance.serve()
+    lease_seconds = _duration(lease, "--lease", minimum=1.0)
+    # A request may not hang longer than a heartbeat interval: the next heartbeat waits behind it.
+    with ApiClient(url, token, timeout=max(2.0, min(30.0, lease_seconds / 3))) as client:
+        instance = RemoteWorker(
+            client, worker_id=worker_id, pool=pool, runners=_runners(base_dir.resolve()),
+            log_dir=log_dir or app.settings.state_dir / "worker-logs", queues=list(queues) or None, limit=limit,
+            lease_seconds=lease_seconds, poll_interval=_duration(poll, "--poll"),
+            shutdown_grace=_duration(shutdown_grace, "--shutdown-grace"))
+        _install_signal_handlers(instance)
+        log.info("orchestra worker %s serving pool %s%s from %s", worker_id, pool,
+                 f" (queues {', '.join(queues)})" if queues else "", url)
+        instance.serve()
 
 
 def default_name() -> str:

@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestra.jobs.secrets import json_form, text_form
+from orchestra.jobs.secret_tokens import json_form, text_form
 
 PLACEHOLDER_RE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _WHOLE_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}\Z", re.DOTALL)
@@ -91,7 +91,7 @@ def to_text(value: Any) -> str:
     turns back into the secret's text, not its typed value.
     """
     if isinstance(value, str):
-        return text_form(value) if "@@secret-" in value else value
+        return text_form(value)
     return to_json(value)
 
 

@@ -51,16 +51,9 @@ from orchestra.jobs.placeholders import (
     unknown_message,
     whole_name,
 )
-from orchestra.jobs.secrets import (
-    Pattern,
-    SecretRef,
-    SecretTable,
-    checkable,
-    masked,
-    resolve_refs,
-    safe_error,
-    secret_paths,
-)
+from orchestra.jobs.secret_checks import checkable, safe_error
+from orchestra.jobs.secret_tokens import SecretTable, resolve_refs
+from orchestra.jobs.secrets import Pattern, SecretRef, masked, secret_paths
 from orchestra.jobs.variables import SchemaValidators, Sources, validators_for, variable_errors
 
 IN_POOL = " (in the pool's base job template)"

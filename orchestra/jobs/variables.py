@@ -22,7 +22,8 @@ import jsonschema_rs
 from jsonschema import Draft7Validator, ValidationError
 
 from orchestra.errors import FieldError, Path, PathPart
-from orchestra.jobs.secrets import Pattern, checkable, safe_error, scrub
+from orchestra.jobs.secret_checks import checkable, safe_error, scrub
+from orchestra.jobs.secrets import Pattern
 
 RUN_HINT = " (from the run's job variables)"
 

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from orchestra.errors import NotFound
-from orchestra.jobs.secrets import masked, spec_secret_paths
+from orchestra.jobs.secrets import masked_spec
 from orchestra.specs.loader import resolve_plain
 from orchestra.specs.model import API_VERSION
 from orchestra.store import Store, StoredResource
@@ -46,16 +46,17 @@ def exported_resources(store: Store, kind: str | None = None, name: str | None =
     return sorted(chosen, key=lambda r: (_kind_rank(r.kind), r.name))
 
 
-def export_document(resource: StoredResource) -> dict[str, Any]:
+def export_document(resource: StoredResource, pool: StoredResource | None = None) -> dict[str, Any]:
     """One resource as a spec document, keys in their stable order."""
     metadata = dict(_sorted(resource.metadata))
     ordered_metadata = {"name": metadata.pop("name", resource.name), **metadata}
     return {"apiVersion": API_VERSION, "kind": resource.kind, "metadata": ordered_metadata,
-            "spec": _sorted(masked(resource.spec, spec_secret_paths(resource.kind, resource.spec)))}  # no secrets out
+            "spec": _sorted(masked_spec(resource.kind, resource.spec, pool.spec if pool else None))}  # no secret out
 
 
 def export_documents(store: Store, kind: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
-    return [export_document(r) for r in exported_resources(store, kind, name)]
+    pools = {p.name: p for p in store.list_resources("WorkPool")}  # they mark secret job variables
+    return [export_document(r, pools.get(r.spec.get("pool"))) for r in exported_resources(store, kind, name)]
 
 
 def to_yaml(documents: list[dict[str, Any]]) -> str:

@@ -89,8 +89,11 @@ class Scheduler:
         keep: dict[str, set[str]] = {d.name: set() for d in deployments}
         for tracked in self.tracked:
             keep[tracked.deployment.name].add(tracked.schedule.identity)
-        waiting = {r.deployment for r in self.store.runs_in_states({"Scheduled"}) if r.schedule_identity}
-        for name in waiting | set(keep):
+        # only deployments holding a waiting run of a schedule they no longer have:
+        # a reload of 1,000 unchanged deployments then writes nothing
+        stale = {r.deployment for r in self.store.runs_in_states({"Scheduled"})
+                 if r.schedule_identity and r.schedule_identity not in keep.get(r.deployment, ())}
+        for name in sorted(stale):
             withdrawn = self.store.delete_future_scheduled(name, keep.get(name, set()), now)
             if withdrawn:
                 log.info("withdrew %d scheduled run(s) of %s: schedule removed or changed", withdrawn, name)

@@ -2,12 +2,13 @@
 
 The worker's jobs write their logs on the worker's machine (the runners and
 ``note`` write ``log_dir/<run-id>.log`` as they do in the daemon); a thread
-sends what each file gained since the last time, in chunks of at most
-``CHUNK`` bytes, to ``POST /runs/{id}/logs?offset=N`` (``remote.logsink``
-appends each byte once, so a chunk sent twice after a lost answer is
-harmless). While the daemon cannot be reached, the thread waits and tries
+sends what each file gained since the last time: one request carries the new
+bytes of every log that grew (``POST /workers/{worker}/logs``, at most
+``BATCH`` bytes, ``CHUNK`` per log), and ``remote.logsink`` on the server
+appends each byte once, so a batch sent twice after a lost answer is
+harmless. While the daemon cannot be reached, the thread waits and tries
 again with a growing delay; nothing is lost, since the bytes stay in the
-file. Offsets count from where the file stood when the run was claimed:
+files. Offsets count from where the file stood when the run was claimed:
 earlier bytes (an attempt a previous worker process ran here) were sent by
 that process under its own name.
 
@@ -18,36 +19,35 @@ state that says it is complete.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from collections.abc import Collection
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestra.client import ApiClient, ApiUnavailable
-from orchestra.errors import Conflict, NotFound, OrchestraError
 
 log = logging.getLogger("orchestra.worker")
 
-CHUNK = 256 * 1024  # bytes per request
+CHUNK = 256 * 1024  # bytes of one log per request
+BATCH = 1024 * 1024  # bytes of all logs per request
 TICK = 0.2  # seconds between looks at the files
-LINGER = 10.0  # seconds a finished file is still watched (the last notes follow the report)
+LINGER = 2.0  # seconds a finished file is still watched (its last notes follow the report)
 MAX_BACKOFF = 10.0
 FLUSH_BUDGET = 2.0  # seconds a flush may take before the report goes anyway
-FLUSH_PARALLEL = 8  # logs a flush sends at once (a pass may end many attempts)
 
 
 @dataclass
 class _Stream:
+    run_id: str
     path: Path
     start: int  # the file's size when the run was claimed
     sent: int = 0  # bytes after ``start`` the server holds
     held: bool = True  # the worker holds the run; once released the stream lingers, then ends
     refused: bool = False  # the server refused it (the run is another worker's now)
     quiet_since: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one sender at a time: the thread or a flush
 
 
 class LogShipper:
@@ -56,8 +56,7 @@ class LogShipper:
         self.worker = worker
         self.log_dir = log_dir
         self._streams: dict[str, _Stream] = {}
-        self._lock = threading.Lock()  # guards ``_streams``; each stream has its own lock for sending
-        self._flushers = ThreadPoolExecutor(FLUSH_PARALLEL, thread_name_prefix="orchestra-log-flush")
+        self._lock = threading.Lock()  # one sender at a time (the thread or a flush); guards ``_streams``
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
@@ -68,7 +67,7 @@ class LogShipper:
             stream = self._streams.get(run_id)
             if stream is None:
                 path = self.log_dir / f"{run_id}.log"
-                self._streams[run_id] = _Stream(path, _size(path))
+                self._streams[run_id] = _Stream(run_id, path, _size(path))
             else:
                 stream.held, stream.refused = True, False
 
@@ -89,79 +88,74 @@ class LogShipper:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(flush_timeout + 5)
-        deadline = time.monotonic() + flush_timeout
-        while time.monotonic() < deadline and self._ship_all(deadline):
-            pass
-        self._flushers.shutdown(wait=False)
+        with self._lock:
+            try:
+                self._ship(list(self._streams.values()), time.monotonic() + flush_timeout)
+            except ApiUnavailable as exc:
+                log.warning("the last log lines stay in %s: %s", self.log_dir, exc)
 
     def flush(self, run_ids: Collection[str]) -> None:
         """Ship these runs' logs now (the worker is about to report their end)."""
-        deadline = time.monotonic() + FLUSH_BUDGET
         with self._lock:
-            streams = [(run_id, stream) for run_id in run_ids if (stream := self._streams.get(run_id)) is not None]
-        if len(streams) == 1:
-            self._ship(*streams[0], deadline)
-        elif streams:
-            list(self._flushers.map(lambda item: self._ship(*item, deadline), streams))
+            streams = [stream for run_id in run_ids if (stream := self._streams.get(run_id)) is not None]
+            self._ship(streams, time.monotonic() + FLUSH_BUDGET)
 
     def _run(self) -> None:
         while not self._stop.wait(TICK + self._backoff):
-            try:
-                self._ship_all(time.monotonic() + 5)
-                self._backoff = 0.0
-            except ApiUnavailable as exc:
-                self._backoff = min(MAX_BACKOFF, max(TICK, 2 * self._backoff))
-                log.warning("cannot ship logs (retrying in %.1fs): %s", self._backoff, exc)
-            except Exception:
-                log.exception("shipping logs failed")
-                self._backoff = MAX_BACKOFF
-            self._forget_finished()
+            with self._lock:
+                try:
+                    self._ship(list(self._streams.values()), time.monotonic() + 5)
+                    self._backoff = 0.0
+                except ApiUnavailable as exc:
+                    self._backoff = min(MAX_BACKOFF, max(TICK, 2 * self._backoff))
+                    log.warning("cannot ship logs (retrying in %.1fs): %s", self._backoff, exc)
+                except Exception:
+                    log.exception("shipping logs failed")
+                    self._backoff = MAX_BACKOFF
+                self._forget_finished()
 
-    def _ship_all(self, deadline: float) -> bool:
-        """One round over every stream; True if anything was sent."""
-        with self._lock:
-            streams = list(self._streams.items())
-        return any([self._ship(run_id, stream, deadline) for run_id, stream in streams])
-
-    def _ship(self, run_id: str, stream: _Stream, deadline: float) -> bool:
-        """Send what the file gained, a chunk at a time, until done or ``deadline``; True if anything went."""
-        with stream.lock:
-            return self._send(run_id, stream, deadline)
-
-    def _send(self, run_id: str, stream: _Stream, deadline: float) -> bool:
-        if stream.refused:
-            return False
-        sent_any = False
+    def _ship(self, streams: list[_Stream], deadline: float) -> None:
+        """Send what ``streams`` gained, a batch at a time, until all is sent or ``deadline``."""
         while time.monotonic() < deadline:
-            chunk = _read(stream.path, stream.start + stream.sent, CHUNK)
-            if not chunk:
-                return sent_any
-            try:
-                answer = self.client.request("POST", f"/runs/{run_id}/logs", content=chunk,
-                                             params={"worker": self.worker, "offset": stream.sent})
-            except (Conflict, NotFound) as exc:
-                log.warning("run %s: the server no longer takes this worker's log: %s", run_id[:8], exc)
-                stream.refused = True
-                return sent_any
-            except OrchestraError as exc:
-                if isinstance(exc, ApiUnavailable):
-                    raise
-                log.warning("run %s: log chunk refused: %s", run_id[:8], exc)
-                stream.refused = True
-                return sent_any
-            stream.sent = int(answer["nextOffset"])
+            batch = _next_batch(streams)
+            if not batch:
+                return
+            chunks = [{"runId": stream.run_id, "offset": stream.sent, "data": base64.b64encode(data).decode()}
+                      for stream, data in batch]
+            answer = self.client.post(f"/workers/{self.worker}/logs", {"chunks": chunks})
+            for (stream, _), result in zip(batch, answer["results"], strict=True):
+                self._note(stream, result)
+
+    def _note(self, stream: _Stream, result: dict[str, object]) -> None:
+        if result["status"] == 200:
+            stream.sent = int(str(result["nextOffset"]))
             stream.quiet_since = time.monotonic()
-            sent_any = True
-        return sent_any
+        else:  # the run is another worker's now (or gone): its log is not ours to write any more
+            log.warning("run %s: the server no longer takes this worker's log: %s", stream.run_id[:12],
+                        result["detail"])
+            stream.refused = True
 
     def _forget_finished(self) -> None:
         now = time.monotonic()
-        with self._lock:
-            for run_id, stream in list(self._streams.items()):
-                if stream.held or now - stream.quiet_since <= LINGER:
-                    continue
-                if stream.refused or _size(stream.path) <= stream.start + stream.sent:
-                    del self._streams[run_id]
+        for run_id, stream in list(self._streams.items()):
+            if stream.held or now - stream.quiet_since <= LINGER:
+                continue
+            if stream.refused or _size(stream.path) <= stream.start + stream.sent:
+                del self._streams[run_id]
+
+
+def _next_batch(streams: list[_Stream]) -> list[tuple[_Stream, bytes]]:
+    """The unsent bytes of each stream (up to ``CHUNK`` each, ``BATCH`` in all)."""
+    batch: list[tuple[_Stream, bytes]] = []
+    room = BATCH
+    for stream in streams:
+        if stream.refused or room <= 0:
+            continue
+        data = _read(stream.path, stream.start + stream.sent, min(CHUNK, room))
+        if data:
+            batch.append((stream, data))
+            room -= len(data)
+    return batch
 
 
 def _size(path: Path) -> int:

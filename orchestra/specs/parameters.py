@@ -20,7 +20,8 @@ import jsonschema
 import jsonschema_rs
 
 from orchestra.errors import FieldError
-from orchestra.jobs.secrets import checkable, safe_error, secret_paths
+from orchestra.jobs.secret_checks import checkable, safe_error
+from orchestra.jobs.secrets import secret_paths
 from orchestra.jobs.signature import parameter_schema_from_entrypoint
 from orchestra.specs.model import Resource
 

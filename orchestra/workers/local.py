@@ -3,8 +3,9 @@
 ``orchestra daemon`` builds one ``LocalWorker`` (``cli/daemon_cmd.py``) and its
 loop (``reconcile/daemon.py``) calls ``recover`` once, ``step(now)`` on every
 pass and ``shutdown`` at the end. A step never blocks: it polls the handles
-of the jobs it runs, reads the store, and leaves every wait to small threads
-(``supervision``) that wake the loop through ``on_change`` when a job ends.
+of the jobs it runs, reads the store, and leaves every wait to the runner's
+end callbacks or small threads (``supervision``), which wake the loop through
+``on_change`` when a job ends.
 Time is injected (``now``), so tests drive the worker pass by pass.
 
 A step, in order: record jobs that ended (with retries), stop jobs whose run
