@@ -66,7 +66,7 @@ class DaemonProcess:
 
     def ready(self, timeout: float = 30.0) -> None:
         """Wait until the daemon has started (signal handlers installed, specs applied)."""
-        wait_for(lambda: "watching" in self.output()[self.log_start:] or (self.proc and self.proc.poll() is not None),
+        wait_for(lambda: "daemon ready" in self.output()[self.log_start:] or (self.proc and self.proc.poll() is not None),
                  timeout=timeout, message="daemon start")
 
     def stop(self, timeout: float = 30.0) -> int:

@@ -174,6 +174,7 @@ class Daemon:
     def serve(self) -> None:
         """Run until ``stop()``; then stop claiming and let running jobs finish or cancel them."""
         self.start()
+        log.info("daemon ready: specs checked, runs recovered")  # tests and operators wait for this line
         try:
             while not self._stopping:
                 self._wake.wait(self._guarded_pass())

@@ -22,6 +22,7 @@ from orchestra.store.models import (
     STATES,
     TERMINAL,
     TRANSITIONS,
+    FinishedAndClaimed,
     NewRun,
     ResourceWrite,
     Run,
@@ -36,7 +37,7 @@ from orchestra.store.transitions import TransitionRequest, TransitionResult
 __all__ = [
     "ACTIVE", "CANCELLED", "CANCELLING", "COMPLETED", "CRASHED", "FAILED", "LATEST_VERSION",
     "MISSED", "PENDING", "READY", "RUNNING", "SCHEDULED", "SKIPPED", "STATES", "TERMINAL",
-    "TRANSITIONS", "NewRun", "ResourceWrite", "Run", "RunEvent", "Store", "StoredResource",
+    "TRANSITIONS", "FinishedAndClaimed", "NewRun", "ResourceWrite", "Run", "RunEvent", "Store", "StoredResource",
     "TransitionRequest", "TransitionResult",
     "can_transition", "effective_paused", "open_store",
 ]

@@ -17,16 +17,25 @@ every page excludes queues and deployments already known to be full or
 paused, so a long backlog of one blocked deployment costs one page, not a
 scan of the backlog. A claim asks for no more runs than the pool has room
 for, and reads deployments as the walk meets them, so claiming the few runs
-a busy pool can take costs a few rows, not a page of fifty.
+a busy pool can take costs a few rows, not a page of fifty: the first page
+asks for exactly as many runs as the claim wants, which in a burst is all it
+needs.
+
+A claim made through a ``DispatchCache`` (every ``Store`` keeps one) reads
+the pool, its queues and the deployments it meets once per resource
+revision: the revision is read in the claim's own transaction and every
+resource change bumps it in the changing one, so the cached values are the
+stored ones. In a burst of short runs this spared three reads per claim.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,8 +44,8 @@ from sqlalchemy import Connection, and_, bindparam, func, or_, select
 from orchestra.store import resources as resource_queries
 from orchestra.store.dispatch import DEFAULT_QUEUE, READY, Dispatch, QueueView
 from orchestra.store.engine import Database
-from orchestra.store.models import ACTIVE, PENDING, SCHEDULED, Run, effective_paused
-from orchestra.store.runs import to_run, write_events
+from orchestra.store.models import ACTIVE, PENDING, SCHEDULED, Run, StoredResource, effective_paused
+from orchestra.store.runs import runs_from, write_events
 from orchestra.store.tables import runs
 
 _C = runs.c
@@ -44,12 +53,49 @@ MIN_PAGE = 16  # due runs read per page at least, so runs held back cost few rou
 LOOKAHEAD = 8  # deployments read at least at once when a run needs an unknown one
 
 
-def load_dispatch(conn: Connection, pool: str, active: Mapping[tuple[str, str, str], int] | None = None) -> Dispatch:
-    """The pool, its queues and the active-run counts, read in the caller's transaction."""
-    pools = resource_queries.get_resources(conn, "WorkPool", [pool])
-    queues = {q.name: q for q in _pool_queues(conn, pool)}
-    queues.setdefault(DEFAULT_QUEUE, QueueView(DEFAULT_QUEUE, math.inf, None, False))
-    return Dispatch(pool, pools.get(pool), queues, _active_counts(conn) if active is None else active)
+@dataclass
+class _Snapshot:
+    """Resources as stored under one revision, filled as claims meet them. Values
+    are only ever added, and two claims adding one name add the same value."""
+
+    revision: int | None
+    pools: dict[str, StoredResource | None] = field(default_factory=dict)
+    queues: dict[str, dict[str, QueueView]] = field(default_factory=dict)  # pool -> its queues
+    deployments: dict[str, StoredResource | None] = field(default_factory=dict)
+
+
+class DispatchCache:
+    """The resources claims read, kept while the resource revision stays the same.
+
+    Thread-safe: a new revision replaces the snapshot as a whole, and a claim
+    keeps the snapshot it started with.
+    """
+
+    def __init__(self) -> None:
+        self._snapshot = _Snapshot(None)
+        self._lock = threading.Lock()
+
+    def at(self, revision: int) -> _Snapshot:
+        """The snapshot of ``revision`` (read in the caller's transaction), fresh if it moved."""
+        with self._lock:
+            if self._snapshot.revision != revision:
+                self._snapshot = _Snapshot(revision)
+            return self._snapshot
+
+
+def load_dispatch(conn: Connection, pool: str, active: Mapping[tuple[str, str, str], int] | None = None,
+                  snapshot: _Snapshot | None = None) -> Dispatch:
+    """The pool, its queues and the active-run counts, read in the caller's transaction
+    (the pool and queues from ``snapshot`` when it has them)."""
+    known = snapshot or _Snapshot(None)
+    if pool not in known.pools:
+        known.pools[pool] = resource_queries.get_resources(conn, "WorkPool", [pool]).get(pool)
+    if pool not in known.queues:
+        queues = {q.name: q for q in _pool_queues(conn, pool)}
+        queues.setdefault(DEFAULT_QUEUE, QueueView(DEFAULT_QUEUE, math.inf, None, False))
+        known.queues[pool] = queues
+    return Dispatch(pool, known.pools[pool], dict(known.queues[pool]),
+                    _active_counts(conn) if active is None else active)
 
 
 def _active_counts(conn: Connection) -> Counter[tuple[str, str, str]]:
@@ -87,28 +133,29 @@ def _pool_queues(conn: Connection, pool: str) -> Iterator[QueueView]:
 
 
 def _due_pages(
-    conn: Connection, dispatch: Dispatch, now: datetime, page: int, claiming: bool
+    conn: Connection, dispatch: Dispatch, now: datetime, page: int, claiming: bool, first_page: int | None = None
 ) -> Iterator[list[Run]]:
-    """Due runs in dispatch order, a page at a time. While claiming, each page
-    skips what ``dispatch`` already knows cannot start; when explaining, runs in
-    queues unknown to the pool come last."""
+    """Due runs in dispatch order, a page at a time (the first of ``first_page`` runs,
+    if given). While claiming, each page skips what ``dispatch`` already knows
+    cannot start; when explaining, runs in queues unknown to the pool come last."""
     groups: list[list[str] | None] = list(dispatch.queue_groups())
     if not claiming:
         groups.append(None)  # None: every queue not in the pool
     for group in groups:
         after: Run | None = None
+        size = first_page or page
         while True:
             if claiming and dispatch.pool_block():
                 return
             query = _due_query(dispatch, group, now, claiming, after)
             if query is None:
                 break
-            batch = [to_run(r) for r in conn.execute(query[0], {**query[1], "page": page})]
+            batch = runs_from(conn.execute(query[0], {**query[1], "page": size}))
             if batch:
                 yield batch
-            if len(batch) < page:
+            if len(batch) < size:
                 break
-            after = batch[-1]
+            after, size = batch[-1], page
 
 
 def _due_query(
@@ -162,15 +209,22 @@ def _after() -> Any:
     )
 
 
-def _load_deployments(conn: Connection, dispatch: Dispatch, batch: list[Run]) -> None:
+def _load_deployments(conn: Connection, dispatch: Dispatch, batch: list[Run], snapshot: _Snapshot | None = None) -> None:
+    """Tell ``dispatch`` the deployments of ``batch`` it does not know yet: from
+    ``snapshot`` if it has them, the others read (and kept there)."""
     names = dispatch.missing_deployments([run.deployment for run in batch])
-    found = resource_queries.get_resources(conn, "Deployment", names)
-    dispatch.deployments.update({name: found.get(name) for name in names})
+    known = snapshot.deployments if snapshot is not None else {}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        found = resource_queries.get_resources(conn, "Deployment", unknown)
+        known.update({name: found.get(name) for name in unknown})
+    dispatch.deployments.update({name: known[name] for name in names})
 
 
 def claim_runs(
     db: Database, conn: Connection, pool: str, *, now: datetime, worker: str, max_count: int,
     lease_seconds: float, event_time: datetime, queues: Collection[str] | None = None,
+    cache: DispatchCache | None = None,
 ) -> list[Run]:
     """Claim up to ``max_count`` due runs of ``pool`` for ``worker`` in the caller's
     write transaction; they become Pending with a lease from ``now``.
@@ -180,37 +234,70 @@ def claim_runs(
     A pool at its limit costs no read of runs: the count is capped at the
     pool's room before the walk, which then reads no more than it can use.
     With ``queues``, only runs of those queues of the pool are claimed.
+    With ``cache``, resources come from it while the resource revision holds.
     """
+    return claim_with_resources(db, conn, pool, now=now, worker=worker, max_count=max_count,
+                                lease_seconds=lease_seconds, event_time=event_time, queues=queues,
+                                cache=cache).runs
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """The runs one claim made Pending, with the deployments it read for them."""
+
+    runs: list[Run]
+    deployments: dict[str, StoredResource | None]  # by name; None for one that does not exist
+    revision: int | None  # the resource revision they were read under (None: no cache)
+    left_due: datetime | None = None  # the due time of a run the claim left due, if it met one
+
+
+def claim_with_resources(
+    db: Database, conn: Connection, pool: str, *, now: datetime, worker: str, max_count: int,
+    lease_seconds: float, event_time: datetime, queues: Collection[str] | None = None,
+    cache: DispatchCache | None = None,
+) -> Claimed:
+    """``claim_runs``, and the deployments the claim read: every claimed run's is among
+    them, so the caller can render their jobs without reading them again."""
     if max_count <= 0:
-        return []
+        return Claimed([], {}, None)
     db.lock(conn, f"orchestra:claim:{pool}")  # PostgreSQL: one claimer per pool at a time
+    revision = resource_queries.revision(conn) if cache is not None else None
+    snapshot = cache.at(revision) if cache is not None and revision is not None else None
     active = _active_counts(conn)
-    dispatch = load_dispatch(conn, pool, active)
+    dispatch = load_dispatch(conn, pool, active, snapshot)
     if queues is not None:  # a worker serving some queues only: the others are never read
         dispatch.queues = {name: view for name, view in dispatch.queues.items() if name in queues}
     wanted = int(min(max_count, _pool_room(dispatch, active)))
     if wanted == 0:
-        return []
-    chosen = _choose(conn, dispatch, now, wanted)
-    return _mark_claimed(conn, chosen, worker, now + timedelta(seconds=lease_seconds), event_time)
+        return Claimed([], {}, revision)
+    chosen, left_due = _choose(conn, dispatch, now, wanted, snapshot)
+    claimed = _mark_claimed(conn, chosen, worker, now + timedelta(seconds=lease_seconds), event_time)
+    deployments = {run.deployment: dispatch.deployments.get(run.deployment) for run in claimed}
+    return Claimed(claimed, deployments, revision, left_due)
 
 
-def _choose(conn: Connection, dispatch: Dispatch, now: datetime, wanted: int) -> list[Run]:
-    """Up to ``wanted`` due runs that may start, in dispatch order. Deployments are
-    read as runs need them, a few runs ahead, not for the whole page: a claim of
-    eight runs reads about eight deployments."""
+def _choose(conn: Connection, dispatch: Dispatch, now: datetime, wanted: int,
+            snapshot: _Snapshot | None = None) -> tuple[list[Run], datetime | None]:
+    """Up to ``wanted`` due runs that may start, in dispatch order, and the due time
+    of a run left due after them if the walk met one (None: not known).
+
+    Deployments are read as runs need them, a few runs ahead, not for the
+    whole page: a claim of eight runs reads about eight deployments. The first
+    page holds one run more than wanted: in a burst that run tells the worker
+    that more are due, which spares it asking."""
     chosen: list[Run] = []
-    for batch in _due_pages(conn, dispatch, now, page=max(2 * wanted, MIN_PAGE), claiming=True):
+    pages = _due_pages(conn, dispatch, now, page=max(2 * wanted, MIN_PAGE), claiming=True, first_page=wanted + 1)
+    for batch in pages:
         for i, run in enumerate(batch):
             if len(chosen) == wanted:
-                return chosen
+                return chosen, run.scheduled_time
             if run.deployment not in dispatch.deployments:
-                _load_deployments(conn, dispatch, batch[i:i + max(wanted - len(chosen), LOOKAHEAD)])
+                _load_deployments(conn, dispatch, batch[i:i + max(wanted - len(chosen), LOOKAHEAD)], snapshot)
             if dispatch.admit(run) is None:
                 chosen.append(run)
         if len(chosen) == wanted:
             break
-    return chosen
+    return chosen, None
 
 
 def _mark_claimed(conn: Connection, chosen: list[Run], worker: str, lease: datetime, now: datetime) -> list[Run]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from orchestra.errors import Conflict, NotFound
+
 SCHEDULED: Final = "Scheduled"
 PENDING: Final = "Pending"
 RUNNING: Final = "Running"
@@ -170,3 +172,19 @@ class RunEvent:
     to_state: str
     reason: str
     attempt: int
+
+
+@dataclass(frozen=True)
+class FinishedAndClaimed:
+    """What ``Store.finish_and_claim`` did in its one transaction, in its order:
+    the ended attempts recorded, the runs claimed, and what the worker reads
+    next on every pass, read after both."""
+
+    finished: list[Run | Conflict | NotFound]  # per request: the run after it, or why it did not apply
+    claimed: list[Run]  # made Pending under the worker, in dispatch order
+    deployments: dict[str, StoredResource | None]  # the claimed runs' deployments (None: gone)
+    resource_revision: int | None  # the resource revision the deployments were read under
+    # When a run of the pool is next due: at or before the claim's ``now`` if runs
+    # were left due (held back by a limit, or beyond ``max_count``); None if none is scheduled.
+    next_due: datetime | None
+    cancelling: list[Run]  # the worker's runs someone asked to cancel

@@ -19,7 +19,16 @@ from sqlalchemy import Engine
 from orchestra.store import claim, event_log, resources, runs, schedule_pauses, stats, status, transitions
 from orchestra.store.engine import Database, default_url, make_engine
 from orchestra.store.migrations import migrate
-from orchestra.store.models import ACTIVE, NewRun, ResourceWrite, Run, RunEvent, StoredResource
+from orchestra.store.models import (
+    ACTIVE,
+    CANCELLING,
+    FinishedAndClaimed,
+    NewRun,
+    ResourceWrite,
+    Run,
+    RunEvent,
+    StoredResource,
+)
 from orchestra.store.transitions import TransitionRequest, TransitionResult
 
 Clock = Callable[[], datetime]
@@ -46,6 +55,7 @@ class Store:
     def __init__(self, db: Database, clock: Clock = utc_now) -> None:
         self._db = db
         self._clock = clock
+        self._dispatch = claim.DispatchCache()  # pools, queues, deployments claims read, per revision
 
     @property
     def engine(self) -> Engine:
@@ -231,7 +241,7 @@ class Store:
         with self._db.write() as conn:
             return claim.claim_runs(
                 self._db, conn, pool, now=now, worker=worker, max_count=max_count,
-                lease_seconds=lease_seconds, event_time=self._clock(), queues=queues,
+                lease_seconds=lease_seconds, event_time=self._clock(), queues=queues, cache=self._dispatch,
             )
 
     def explain_waiting(self, pool: str, now: datetime, *, limit: int = 1000) -> list[tuple[Run, str]]:
@@ -292,3 +302,31 @@ class Store:
         """Run events with an id above ``event_id`` in id order, each with its deployment."""
         with self._db.read() as conn:
             return event_log.events_after(conn, event_id, limit)
+
+    # -- a worker's pass in one write ---------------------------------------------
+
+    def finish_and_claim(
+        self, requests: Sequence[TransitionRequest], pool: str, *, now: datetime, worker: str, max_count: int,
+        lease_seconds: float = 30, queues: Collection[str] | None = None,
+    ) -> FinishedAndClaimed:
+        """``transition_many(requests)`` then ``claim_runs(pool, ...)`` in one transaction,
+        with the claimed runs' deployments, the pool's next due time and ``worker``'s
+        runs being cancelled, read after them.
+
+        For a worker draining a burst: the jobs that ended free room that the
+        claim fills at once, and one write replaces the two writes and three
+        reads of a pass. Every guarantee of the two calls holds, since each
+        runs exactly as it does alone; if anything fails, neither happened.
+        """
+        with self._db.write() as conn:
+            clock = self._clock()
+            finished = transitions.transition_many(conn, requests, clock) if requests else []
+            claimed = claim.claim_with_resources(
+                self._db, conn, pool, now=now, worker=worker, max_count=max_count,
+                lease_seconds=lease_seconds, event_time=clock, queues=queues, cache=self._dispatch,
+            )
+            return FinishedAndClaimed(
+                finished=finished, claimed=claimed.runs, deployments=claimed.deployments,
+                resource_revision=claimed.revision, next_due=claimed.left_due or runs.next_due_time(conn, pool),
+                cancelling=runs.runs_in_states(conn, CANCELLING, worker=worker),
+            )

@@ -38,7 +38,7 @@ from orchestra.store.models import (
     Run,
     can_transition,
 )
-from orchestra.store.runs import event_row, insert_events, to_run, write_events
+from orchestra.store.runs import event_row, insert_events, runs_from, to_run, write_events
 from orchestra.store.tables import runs
 
 _C = runs.c
@@ -124,7 +124,7 @@ def transition_many(conn: Connection, requests: Sequence[TransitionRequest], now
 
 
 def _locked(conn: Connection, run_ids: Collection[str]) -> dict[str, Run]:
-    return {row.id: to_run(row) for row in conn.execute(_LOCK, {"ids": sorted(run_ids)})}
+    return {run.id: run for run in runs_from(conn.execute(_LOCK, {"ids": sorted(run_ids)}))}
 
 
 # Statements of every transition are built once: building one costs about as
@@ -262,7 +262,7 @@ def expired_leases(conn: Connection, now: datetime) -> list[Run]:
         .where(_C.state.in_(sorted(ACTIVE)), _C.lease_expires_at.is_not(None), _C.lease_expires_at < now)
         .order_by(_C.lease_expires_at, _C.id)
     )
-    return [to_run(r) for r in conn.execute(query)]
+    return runs_from(conn.execute(query))
 
 
 def withdraw_scheduled(conn: Connection, deployment: str, keep_identities: Collection[str], now: datetime) -> int:
@@ -288,6 +288,6 @@ def withdraw_scheduled(conn: Connection, deployment: str, keep_identities: Colle
         .values(state=CANCELLED, state_reason=WITHDRAWN_REASON, end_time=now, idempotency_key=None)
         .returning(*runs.c)
     )
-    withdrawn = [to_run(r) for r in conn.execute(statement)]
+    withdrawn = runs_from(conn.execute(statement))
     write_events(conn, [(run, SCHEDULED) for run in withdrawn], now)
     return len(withdrawn)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from orchestra.errors import NotFound
 from orchestra.runners.base import Runner
-from orchestra.store import ACTIVE, CANCELLED, CANCELLING, RUNNING, Run, Store
+from orchestra.store import ACTIVE, CANCELLED, CANCELLING, RUNNING, FinishedAndClaimed, Run, Store
 from orchestra.workers.identity import worker_identity
 from orchestra.workers.launching import Launcher
 from orchestra.workers.outcomes import (
@@ -43,7 +43,15 @@ from orchestra.workers.outcomes import (
 )
 from orchestra.workers.adoption import adopt_orphans
 from orchestra.workers.recovery import recover_runs
-from orchestra.workers.reporting import Move, apply_moves, finish, finish_request, move_request, note
+from orchestra.workers.reporting import (
+    Move,
+    apply_moves,
+    finish,
+    finish_request,
+    move_request,
+    note,
+    report_moves,
+)
 from orchestra.workers.resource_cache import ResourceCache
 from orchestra.workers.supervision import Supervised, request_stop, watch_end
 
@@ -79,6 +87,7 @@ class LocalWorker:
         self._warned: set[str] = set()
         self._backlog: set[str] = set()  # pools that had due runs left after their last claim
         self._idle_before = True  # no job of ours ran when this pass began
+        self._adopted = False  # the last pass's claim read the resource marker: no refresh needed
 
     def log_path(self, run_id: str) -> Path:
         return self._launcher.log_path(run_id)
@@ -124,15 +133,38 @@ class LocalWorker:
         return [entry.run.id for entry in adopted], left
 
     def step(self, now: datetime) -> datetime | None:
-        """One pass (see the module docstring); when the next pass is needed, None if never."""
-        self._resources.refresh()
+        """One pass (see the module docstring); when the next pass is needed, None if never.
+
+        When jobs ended, or a pool has runs left due, their ends are recorded
+        and that pool claimed in one store write (``_finish_and_claim``): in a
+        burst that is every pass, and one write instead of two writes and
+        three reads is most of what a wave of runs costs the loop.
+        """
         self._idle_before = not self._jobs  # before ends are recorded: see ``_start``
-        self._supervise(now)
+        ended = self._poll_ended()
+        # The last pass's claim read the resource marker, and this one's will: no refresh needed.
+        fresh = self._adopted and bool(ended or self._backlog)
+        if not fresh:
+            self._resources.refresh()
+        self._adopted = False
+        served = [] if self._closing else self._served_pools()
         waits: list[datetime] = []
+        fused = self._finish_and_claim(ended, served, now)
+        if fused is None:
+            if fresh:  # no claim read the marker after all
+                self._resources.refresh()
+                served = [] if self._closing else self._served_pools()
+            self._record_ended(now, ended)
+        else:  # started at once: a claimed run waits for nothing else of the pass
+            waits += self._claim_and_start(fused[0], fused[1], now, fused[2])
+        self._handle_cancels(now, fused[2].cancelling if fused else None)
+        self._enforce_timeouts(now)
+        self._renew_leases(now)
         if not self._closing:
             self._recover_expired(now)
-            for pool, runner in self._served_pools():
-                waits += self._claim_and_start(pool, runner, now)
+            for pool, runner in served:
+                if fused is None or pool != fused[0]:
+                    waits += self._claim_and_start(pool, runner, now)
         waits += self._supervision_wakeups(now)
         return min(waits, default=None)
 
@@ -157,7 +189,7 @@ class LocalWorker:
         self._enforce_timeouts(now)
         self._renew_leases(now)
 
-    def _record_ended(self, now: datetime) -> None:
+    def _record_ended(self, now: datetime, ended: list[tuple[Supervised, int]] | None = None) -> None:
         """Record every job that ended since the last pass, all in one transaction.
 
         Each outcome is decided from the run as this worker last saw it, and
@@ -165,12 +197,19 @@ class LocalWorker:
         attempt (compare-and-set). A run that changed meanwhile (a cancel
         landed) is re-read and re-decided, one by one: the rare case.
         """
-        ended = [(entry, code) for entry in self._jobs.values() if (code := entry.handle.poll()) is not None]
-        if not ended:
-            return
-        moves = [self._end_move(entry, code, now) for entry, code in ended]
+        ended = self._poll_ended() if ended is None else ended
+        if ended:
+            moves = [self._end_move(entry, code, now) for entry, code in ended]
+            self._settle_ended(ended, apply_moves(self.store, moves), now)
+
+    def _poll_ended(self) -> list[tuple[Supervised, int]]:
+        """The jobs that ended since the last pass, with their exit codes."""
+        return [(entry, code) for entry in self._jobs.values() if (code := entry.handle.poll()) is not None]
+
+    def _settle_ended(self, ended: list[tuple[Supervised, int]], results: list[Run | None], now: datetime) -> None:
+        """Forget the ended jobs whose end was stored; re-decide those whose run changed."""
         changed = []
-        for (entry, code), moved in zip(ended, apply_moves(self.store, moves), strict=True):
+        for (entry, code), moved in zip(ended, results, strict=True):
             if moved is None:
                 changed.append((entry, code))
                 continue
@@ -218,10 +257,13 @@ class LocalWorker:
                     label(entry.run), code)
         return None
 
-    def _handle_cancels(self, now: datetime) -> None:
-        """Stop the jobs of runs someone asked to cancel; finish cancels of runs without a job."""
+    def _handle_cancels(self, now: datetime, cancelling: list[Run] | None = None) -> None:
+        """Stop the jobs of runs someone asked to cancel; finish cancels of runs without a job.
+        ``cancelling``: those runs, if this pass already read them."""
         jobless: list[Move] = []
-        for run in self.store.runs_in_states(CANCELLING, worker=self.worker_id):
+        if cancelling is None:
+            cancelling = self.store.runs_in_states(CANCELLING, worker=self.worker_id)
+        for run in cancelling:
             entry = self._jobs.get(run.id)
             if entry is None:
                 jobless.append(move_request(run, CANCELLED, CANCELLED_BY_REQUEST, end_time=now))
@@ -296,14 +338,45 @@ class LocalWorker:
                                            "which this worker cannot run; its runs wait for another worker")
         return served
 
-    def _claim_and_start(self, pool: str, runner: Runner, now: datetime) -> list[datetime]:
+    def _finish_and_claim(self, ended: list[tuple[Supervised, int]], served: list[tuple[str, Runner]],
+                          now: datetime) -> tuple[str, Runner, FinishedAndClaimed] | None:
+        """Record the ``ended`` jobs and claim one pool, in one store write; the pool, its
+        runner and what the store did, or None when there is nothing to do together
+        (no pool wants a claim, or the store cannot: a remote worker's, say).
+
+        The pool is the first one with runs left due, else the first one a job
+        ended in: a claim there is likely to find runs due.
+        """
+        fused = getattr(self.store, "finish_and_claim", None)
+        runners = dict(served)
+        wanting = [name for name in runners if name in self._backlog]
+        wanting += [entry.run.pool for entry, _ in ended if entry.run.pool in runners]
+        if fused is None or not wanting:
+            return None
+        pool = wanting[0]
+        moves = [self._end_move(entry, code, now) for entry, code in ended]
+        self._backlog.discard(pool)  # until the store says otherwise (``_claim_and_start``)
+        result: FinishedAndClaimed = fused([request for _, request in moves], pool, now=now,
+                                           worker=self.worker_id, max_count=CLAIM_BATCH,
+                                           lease_seconds=self.lease_seconds)
+        if result.resource_revision is not None:
+            self._resources.adopt(result.resource_revision, result.deployments)
+            self._adopted = True  # read in this pass's write: as fresh as the next pass's refresh
+        if ended:
+            self._settle_ended(ended, report_moves(moves, result.finished), now)
+        return pool, runners[pool], result
+
+    def _claim_and_start(self, pool: str, runner: Runner, now: datetime,
+                         done: FinishedAndClaimed | None = None) -> list[datetime]:
         """Claim due runs of ``pool`` (the store applies limits and pauses) and start them;
-        returns when the pool next needs a pass.
+        returns when the pool next needs a pass. ``done``: the claim this pass already made.
 
         Whether anything is due is asked first (a cheap read that spares the
         claim), except when runs were left due at the last pass: in a burst
         every pass has something to claim.
         """
+        if done is not None:
+            return self._start_claimed(pool, runner, now, done.claimed, lambda: done.next_due)
         if pool not in self._backlog:
             due = self.store.next_due_time(pool)
             if due is None or due > now:
@@ -311,6 +384,11 @@ class LocalWorker:
         self._backlog.discard(pool)  # until the store says otherwise below
         claimed = self.store.claim_runs(pool, now=now, worker=self.worker_id, max_count=CLAIM_BATCH,
                                         lease_seconds=self.lease_seconds)
+        return self._start_claimed(pool, runner, now, claimed, lambda: self.store.next_due_time(pool))
+
+    def _start_claimed(self, pool: str, runner: Runner, now: datetime, claimed: list[Run],
+                       next_due: Callable[[], datetime | None]) -> list[datetime]:
+        """Start the runs claimed in ``pool``; when the pool next needs a pass."""
         if log.isEnabledFor(logging.INFO):  # label() for hundreds of runs only when shown
             for run in claimed:
                 log.info("%s: Scheduled -> Pending (%s)", label(run), run.state_reason)
@@ -319,7 +397,7 @@ class LocalWorker:
         if len(claimed) == CLAIM_BATCH:
             self._backlog.add(pool)
             return [now]  # there may be more, and room for them
-        due = self.store.next_due_time(pool)
+        due = next_due()
         if due is None:
             return []
         if due <= now:

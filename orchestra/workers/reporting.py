@@ -52,7 +52,12 @@ def finish_request(run: Run, outcome: str, reason: str, now: datetime, exit_code
 def apply_moves(store: Store, moves: Sequence[Move]) -> list[Run | None]:
     """Apply every move in one store transaction; per move the run after it, or
     None when someone else changed the run first."""
-    results = store.transition_many([request for _, request in moves])
+    return report_moves(moves, store.transition_many([request for _, request in moves]))
+
+
+def report_moves(moves: Sequence[Move], results: Sequence[object]) -> list[Run | None]:
+    """Log the moves the store made (``results``: its answers, in order); per move
+    the run after it, or None when someone else changed the run first."""
     moved: list[Run | None] = []
     for (run, request), result in zip(moves, results, strict=True):
         if isinstance(result, Run):

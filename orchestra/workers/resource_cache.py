@@ -7,12 +7,14 @@ worker calls ``refresh`` once per pass, which compares the store's resource
 marker (one primary-key read; it changes with every apply and pause
 override) with the one the cached values were read under, and drops them
 all when it moved. The marker is read before the resources, so a change
-that lands in between is at worst seen one pass late, never missed.
+that lands in between is at worst seen one pass late, never missed. A claim
+that read the marker in its own transaction hands it over (``adopt``) with
+the deployments of its runs, which spares the next pass its ``refresh``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from orchestra.errors import NotFound
 from orchestra.store import Store, StoredResource
@@ -53,6 +55,17 @@ class ResourceCache:
         if found is None:
             raise NotFound(f"Deployment/{name} not found")
         return found
+
+    def adopt(self, marker: int, deployments: Mapping[str, StoredResource | None]) -> None:
+        """Take the marker and deployments a store write read in its own transaction
+        (a claim hands over its runs' deployments): if the marker moved, everything
+        else is forgotten, as ``refresh`` would. Rendering the claimed runs then
+        reads nothing, and this counts as a refresh: the marker is as recent."""
+        if marker != self._marker:
+            self._marker = marker
+            self._pools = None
+            self._deployments = {}
+        self._deployments.update(deployments)
 
     def prefetch(self, deployments: Iterable[str]) -> None:
         """Read the deployments not yet known (one query) and the pools, so that
