@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/orchestra plan specs/
 	$(BIN)/orchestra apply specs/
 	$(BIN)/orchestra get deployments
-	@echo "Starting the daemon on specs/ with its API on http://127.0.0.1:4200/api/v1 (Ctrl-C stops it)."
+	@echo "Starting the daemon on specs/: web UI on http://127.0.0.1:4200/, API under /api/v1 (Ctrl-C stops it)."
 	@echo "In another shell: . .venv/bin/activate; orchestra get runs"
 	$(BIN)/orchestra daemon specs/
 
@@ -29,6 +29,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_plan.py
 	$(BIN)/python bench/bench_daemon.py
+	$(BIN)/python bench/bench_api.py
+	$(BIN)/python bench/bench_ui.py
+	$(BIN)/python bench/bench_docker.py
 
 clean:
 	rm -rf $(VENV) .orchestra

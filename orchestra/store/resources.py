@@ -97,7 +97,11 @@ def bump_revision(conn: Connection) -> None:
 def revision(conn: Connection) -> int:
     """A number that grows with every change to resources (apply or pause override);
     equal numbers mean nothing changed in between, so a reader can skip re-reading."""
-    return int(conn.scalar(select(revisions.c.value).where(revisions.c.name == "resources")) or 0)
+    return int(conn.scalar(_REVISION) or 0)
+
+
+# Read on every pass of the daemon (and in every claim): built once, as building costs more than running it.
+_REVISION = select(revisions.c.value).where(revisions.c.name == "resources")
 
 
 def _check_writes(upserts: Sequence[ResourceWrite]) -> None:

@@ -26,4 +26,8 @@ def get_status(conn: Connection, key: str) -> Any | None:
 
 
 def last_event_id(conn: Connection) -> int:
-    return int(conn.scalar(select(func.max(run_events.c.id))) or 0)
+    return int(conn.scalar(_LAST_EVENT_ID) or 0)
+
+
+# Read on every pass of the daemon: built once, as building costs more than running it.
+_LAST_EVENT_ID = select(func.max(run_events.c.id))
