@@ -20,6 +20,7 @@ Values are kept to microsecond precision, the resolution of ``timedelta``.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import timedelta
@@ -59,6 +60,9 @@ _UNIT_SECONDS = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
 _MICROSECOND = timedelta(microseconds=1)
 
 
+# Cached: the worker parses the same grace period for every run it starts. ``typed``
+# keeps ``True`` (refused) apart from ``1`` (one second).
+@functools.lru_cache(maxsize=1024, typed=True)
 def parse_duration(value: str | int | float) -> timedelta:
     """Turn a spec duration into a positive ``timedelta``.
 

@@ -35,7 +35,7 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,7 +44,7 @@ from sqlalchemy import Connection, and_, bindparam, func, or_, select
 from orchestra.store import resources as resource_queries
 from orchestra.store.dispatch import DEFAULT_QUEUE, READY, Dispatch, QueueView
 from orchestra.store.engine import Database
-from orchestra.store.models import ACTIVE, PENDING, SCHEDULED, Run, StoredResource, effective_paused
+from orchestra.store.models import ACTIVE, PENDING, SCHEDULED, Run, StoredResource, effective_paused, evolve
 from orchestra.store.runs import runs_from, write_events
 from orchestra.store.tables import resources, runs
 
@@ -325,7 +325,7 @@ def _mark_claimed(conn: Connection, chosen: list[Run], worker: str, lease: datet
     }
     params = {"ids": [run.id for run in chosen], "worker": worker, "lease": lease, "reason": values["state_reason"]}
     claimed = set(conn.execute(_MARK_CLAIMED, params).scalars())
-    ordered = [replace(run, **values) for run in chosen if run.id in claimed]
+    ordered = [evolve(run, values) for run in chosen if run.id in claimed]
     write_events(conn, [(run, SCHEDULED) for run in ordered], now)
     return ordered
 

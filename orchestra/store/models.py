@@ -163,6 +163,26 @@ class Run:
         return self.state in TERMINAL
 
 
+RUN_FIELDS: Final = frozenset(Run.__dataclass_fields__)
+
+
+def evolve(run: Run, values: Mapping[str, Any]) -> Run:
+    """``dataclasses.replace(run, **values)`` without running ``__init__`` again.
+
+    Claims and transitions change a few fields of every run they touch, and
+    ``replace`` re-passes all twenty-six: this copies the instance's fields and
+    sets the changed ones, several times faster. Unknown names are refused as
+    ``replace`` refuses them.
+    """
+    unknown = values.keys() - RUN_FIELDS
+    if unknown:
+        raise TypeError(f"Run has no field(s) {sorted(unknown)}")
+    copy = object.__new__(Run)
+    copy.__dict__.update(run.__dict__)
+    copy.__dict__.update(values)
+    return copy
+
+
 @dataclass(frozen=True)
 class RunEvent:
     id: int

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,7 @@ from orchestra.store.models import (
     TERMINAL,
     Run,
     can_transition,
+    evolve,
 )
 from orchestra.store.runs import event_row, insert_events, runs_from, to_run, write_events
 from orchestra.store.tables import runs
@@ -161,7 +162,7 @@ class _Batch:
         if refusal is not None:
             return Conflict(refusal)
         values = _implied_values(current, request.to_state, request.reason, now) | dict(request.fields)
-        changed = replace(current, state=request.to_state, **_as_stored(values))
+        changed = evolve(current, {**_as_stored(values), "state": request.to_state})
         self.runs[current.id] = changed
         self.changed.setdefault(current.id, {"state"}).update(values)
         self.events.append(event_row(changed, current.state, now, request.reason))
