@@ -60,10 +60,24 @@ _UNIT_SECONDS = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
 _MICROSECOND = timedelta(microseconds=1)
 
 
-# Cached: the worker parses the same grace period for every run it starts. ``typed``
-# keeps ``True`` (refused) apart from ``1`` (one second).
-@functools.lru_cache(maxsize=1024, typed=True)
 def parse_duration(value: str | int | float) -> timedelta:
+    """Turn a spec duration into a positive ``timedelta`` (see ``_parse``).
+
+    Cached for plain strings and numbers: the worker parses the same grace
+    period for every run it starts. Anything else (``True``, which is not
+    one second; a list) is parsed, and refused, uncached.
+    """
+    if type(value) in (str, int, float):
+        return _cached(value)
+    return _parse(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached(value: str | int | float) -> timedelta:
+    return _parse(value)
+
+
+def _parse(value: str | int | float) -> timedelta:
     """Turn a spec duration into a positive ``timedelta``.
 
     Raises ``ValueError`` whose message names the accepted forms, because the

@@ -18,14 +18,17 @@ paused, so a long backlog of one blocked deployment costs one page, not a
 scan of the backlog. A claim asks for no more runs than the pool has room
 for, and reads deployments as the walk meets them, so claiming the few runs
 a busy pool can take costs a few rows, not a page of fifty: the first page
-asks for exactly as many runs as the claim wants, which in a burst is all it
-needs.
+asks for one run more than the claim wants, which in a burst is all it needs
+(the extra run tells the worker that more are due).
 
 A claim made through a ``DispatchCache`` (every ``Store`` keeps one) reads
 the pool, its queues and the deployments it meets once per resource
-revision: the revision is read in the claim's own transaction and every
-resource change bumps it in the changing one, so the cached values are the
-stored ones. In a burst of short runs this spared three reads per claim.
+revision: the revision is read in the claim's own transaction (after the
+claim lock) and every resource change bumps it in the changing one, so the
+cached values are the stored ones. (On PostgreSQL a change committed between
+that read and the claim's own reads would have been seen without the cache:
+the claim then acts as if it had begun a moment earlier.) In a burst of
+short runs this spared three reads per claim.
 """
 
 from __future__ import annotations

@@ -303,13 +303,25 @@ class Store:
         with self._db.read() as conn:
             return event_log.events_after(conn, event_id, limit)
 
-    # -- a worker's pass in one write ---------------------------------------------
+    # -- a worker's own runs: moves without re-reading, a pass in one write --------
+
+    def transition_seen(self, moves: Sequence[tuple[Run, TransitionRequest]]) -> list[TransitionResult]:
+        """``transition_many`` for requests whose runs the caller holds as stored (a worker
+        moving its own runs): the runs are not read again when every request is guarded
+        by its run's state, worker and attempt (see ``transitions.transition_seen``)."""
+        if not moves:
+            return []
+        try:
+            with self._db.write() as conn:
+                return transitions.transition_seen(conn, moves, self._clock())
+        except transitions.RunsChanged:  # rolled back: let each request meet the run as stored
+            return self.transition_many([request for _, request in moves])
 
     def finish_and_claim(
-        self, requests: Sequence[TransitionRequest], pool: str, *, now: datetime, worker: str, max_count: int,
-        lease_seconds: float = 30, queues: Collection[str] | None = None,
+        self, moves: Sequence[tuple[Run, TransitionRequest]], pool: str, *, now: datetime, worker: str,
+        max_count: int, lease_seconds: float = 30, queues: Collection[str] | None = None,
     ) -> FinishedAndClaimed:
-        """``transition_many(requests)`` then ``claim_runs(pool, ...)`` in one transaction,
+        """``transition_seen(moves)`` then ``claim_runs(pool, ...)`` in one transaction,
         with the claimed runs' deployments, the pool's next due time and ``worker``'s
         runs being cancelled, read after them.
 
@@ -318,9 +330,22 @@ class Store:
         reads of a pass. Every guarantee of the two calls holds, since each
         runs exactly as it does alone; if anything fails, neither happened.
         """
+        try:
+            return self._finish_and_claim(moves, pool, now, worker, max_count, lease_seconds, queues, seen=True)
+        except transitions.RunsChanged:  # rolled back: let each request meet the run as stored
+            return self._finish_and_claim(moves, pool, now, worker, max_count, lease_seconds, queues, seen=False)
+
+    def _finish_and_claim(self, moves: Sequence[tuple[Run, TransitionRequest]], pool: str, now: datetime,
+                          worker: str, max_count: int, lease_seconds: float, queues: Collection[str] | None,
+                          *, seen: bool) -> FinishedAndClaimed:
         with self._db.write() as conn:
             clock = self._clock()
-            finished = transitions.transition_many(conn, requests, clock) if requests else []
+            if not moves:
+                finished: list[TransitionResult] = []
+            elif seen:
+                finished = transitions.transition_seen(conn, moves, clock)
+            else:
+                finished = transitions.transition_many(conn, [request for _, request in moves], clock)
             claimed = claim.claim_with_resources(
                 self._db, conn, pool, now=now, worker=worker, max_count=max_count,
                 lease_seconds=lease_seconds, event_time=clock, queues=queues, cache=self._dispatch,

@@ -124,6 +124,80 @@ def transition_many(conn: Connection, requests: Sequence[TransitionRequest], now
     return results
 
 
+class RunsChanged(Exception):
+    """A run of a ``transition_seen`` batch is no longer as its caller saw it: the
+    caller's transaction must be rolled back and the batch sent ``transition_many``'s way."""
+
+
+Seen = tuple[Run, TransitionRequest]  # a request, and its run as the caller last saw it stored
+
+
+def transition_seen(conn: Connection, moves: Sequence[Seen], now: datetime) -> list[TransitionResult]:
+    """``transition_many`` for runs the caller holds as stored, without reading them.
+
+    A worker moving its own runs (a job started, a job ended) knows each run
+    as stored: the claim or the last move returned it, and while the run is
+    in that state under that worker and attempt, nobody else changes it. So
+    when every request expects exactly the state its run was seen in and
+    matches the run's worker and attempt, the checks run on the seen runs and
+    the ``UPDATE``'s ``WHERE`` on those three columns is the compare-and-set.
+    If a row fails it (a cancel landed, another daemon recovered the run),
+    ``RunsChanged`` is raised: the caller rolls back and uses
+    ``transition_many``, which answers that request with its ``Conflict``.
+    Any other batch goes ``transition_many``'s way at once.
+    """
+    for _, request in moves:
+        request.check()
+    batch = _seen_batch(moves, now) if conn.dialect.supports_sane_multi_rowcount else None
+    if batch is None:
+        return transition_many(conn, [request for _, request in moves], now)
+    results, events, columns = batch
+    params = sorted(  # rows locked in id order, as ``_LOCK`` does: two batches cannot deadlock
+        ({"b_id": run.id, "b_state": seen.state, "m_worker": seen.worker, "m_attempt": seen.attempt,
+          **{f"v_{column}": getattr(run, column) for column in columns}}
+         for (seen, _), run in zip(moves, results, strict=True)),
+        key=lambda row: row["b_id"],
+    )
+    if conn.execute(_seen_update_statement(columns), params).rowcount != len(params):
+        raise RunsChanged()
+    insert_events(conn, events)
+    return list(results)
+
+
+def _seen_batch(moves: Sequence[Seen], now: datetime) -> tuple[list[Run], list[dict[str, Any]], tuple[str, ...]] | None:
+    """The runs after the moves, their events and the columns to write; None if the
+    batch does not qualify (see ``transition_seen``), or if its moves change different
+    columns (one statement would write stale values; rare, so the general way)."""
+    if not moves or len({run.id for run, _ in moves}) != len(moves):
+        return None
+    results: list[Run] = []
+    events: list[dict[str, Any]] = []
+    column_sets: set[frozenset[str]] = set()
+    for seen, request in moves:
+        if (request.run_id != seen.id or request.expect != {seen.state} or seen.worker is None
+                or dict(request.match) != {"worker": seen.worker, "attempt": seen.attempt}
+                or _refusal(seen, request) is not None):
+            return None
+        values = _implied_values(seen, request.to_state, request.reason, now) | dict(request.fields)
+        results.append(evolve(seen, {**_as_stored(values), "state": request.to_state}))
+        events.append(event_row(results[-1], seen.state, now, request.reason))
+        column_sets.add(frozenset(values) | {"state"})
+    if len(column_sets) != 1:
+        return None
+    return results, events, tuple(sorted(column_sets.pop()))
+
+
+@functools.cache
+def _seen_update_statement(columns: tuple[str, ...]) -> Any:
+    """``UPDATE runs SET <columns> WHERE id, state, worker and attempt are as seen``, for executemany."""
+    return (
+        runs.update()
+        .where(_C.id == bindparam("b_id"), _C.state == bindparam("b_state"),
+               _C.worker == bindparam("m_worker"), _C.attempt == bindparam("m_attempt"))
+        .values({column: bindparam(f"v_{column}") for column in columns})
+    )
+
+
 def _locked(conn: Connection, run_ids: Collection[str]) -> dict[str, Run]:
     return {run.id: run for run in runs_from(conn.execute(_LOCK, {"ids": sorted(run_ids)}))}
 

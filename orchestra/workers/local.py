@@ -11,7 +11,9 @@ Time is injected (``now``), so tests drive the worker pass by pass.
 A step, in order: record jobs that ended (with retries), stop jobs whose run
 is being cancelled, stop jobs past their timeout, renew leases (and drop jobs
 whose lease another daemon revoked), recover orphans of dead workers, claim
-and start due runs. Starting is in ``launching``, recovering in
+and start due runs. In a burst the first and the last go together: the ends
+are recorded and one pool claimed in one store write, and its runs start at
+once, before the rest of the pass (``_finish_and_claim``). Starting is in ``launching``, recovering in
 ``recovery``, the decisions in ``outcomes``; this module sequences them and
 holds the in-memory state: the jobs it started, by run id.
 """
@@ -156,8 +158,9 @@ class LocalWorker:
                 served = [] if self._closing else self._served_pools()
             self._record_ended(now, ended)
         else:  # started at once: a claimed run waits for nothing else of the pass
-            waits += self._claim_and_start(fused[0], fused[1], now, fused[2])
-        self._handle_cancels(now, fused[2].cancelling if fused else None)
+            pool, done = fused
+            waits += self._claim_and_start(pool, dict(served)[pool], now, done)
+        self._handle_cancels(now, fused[1].cancelling if fused else None)
         self._enforce_timeouts(now)
         self._renew_leases(now)
         if not self._closing:
@@ -339,24 +342,24 @@ class LocalWorker:
         return served
 
     def _finish_and_claim(self, ended: list[tuple[Supervised, int]], served: list[tuple[str, Runner]],
-                          now: datetime) -> tuple[str, Runner, FinishedAndClaimed] | None:
-        """Record the ``ended`` jobs and claim one pool, in one store write; the pool, its
-        runner and what the store did, or None when there is nothing to do together
-        (no pool wants a claim, or the store cannot: a remote worker's, say).
+                          now: datetime) -> tuple[str, FinishedAndClaimed] | None:
+        """Record the ``ended`` jobs and claim one pool, in one store write; the pool and
+        what the store did, or None when there is nothing to do together (no pool
+        wants a claim, or the store cannot: a remote worker's, say).
 
         The pool is the first one with runs left due, else the first one a job
         ended in: a claim there is likely to find runs due.
         """
         fused = getattr(self.store, "finish_and_claim", None)
-        runners = dict(served)
-        wanting = [name for name in runners if name in self._backlog]
-        wanting += [entry.run.pool for entry, _ in ended if entry.run.pool in runners]
+        pools = [name for name, _ in served]
+        wanting = [name for name in pools if name in self._backlog]
+        wanting += [entry.run.pool for entry, _ in ended if entry.run.pool in pools]
         if fused is None or not wanting:
             return None
         pool = wanting[0]
         moves = [self._end_move(entry, code, now) for entry, code in ended]
         self._backlog.discard(pool)  # until the store says otherwise (``_claim_and_start``)
-        result: FinishedAndClaimed = fused([request for _, request in moves], pool, now=now,
+        result: FinishedAndClaimed = fused(moves, pool, now=now,
                                            worker=self.worker_id, max_count=CLAIM_BATCH,
                                            lease_seconds=self.lease_seconds)
         if result.resource_revision is not None:
@@ -364,7 +367,7 @@ class LocalWorker:
             self._adopted = True  # read in this pass's write: as fresh as the next pass's refresh
         if ended:
             self._settle_ended(ended, report_moves(moves, result.finished), now)
-        return pool, runners[pool], result
+        return pool, result
 
     def _claim_and_start(self, pool: str, runner: Runner, now: datetime,
                          done: FinishedAndClaimed | None = None) -> list[datetime]:

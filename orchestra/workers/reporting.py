@@ -51,7 +51,14 @@ def finish_request(run: Run, outcome: str, reason: str, now: datetime, exit_code
 
 def apply_moves(store: Store, moves: Sequence[Move]) -> list[Run | None]:
     """Apply every move in one store transaction; per move the run after it, or
-    None when someone else changed the run first."""
+    None when someone else changed the run first.
+
+    The runs are the worker's own as it last saw them, so a store that can
+    (``Store.transition_seen``; a remote worker's client cannot) skips reading them again.
+    """
+    seen = getattr(store, "transition_seen", None)
+    if seen is not None:
+        return report_moves(moves, seen(moves))
     return report_moves(moves, store.transition_many([request for _, request in moves]))
 
 

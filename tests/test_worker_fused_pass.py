@@ -1,0 +1,104 @@
+"""The worker's burst pass: the jobs that ended are recorded and the pool claimed in one
+store write (``Store.finish_and_claim``), and a store without that method (a remote
+worker's HTTP client) still gets every guarantee through the separate calls.
+
+Real processes and a real SQLite store, driven pass by pass (tests/worker_fixtures.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from worker_fixtures import T0, World, at, pool, wait_for, world_fixture  # noqa: F401
+
+from orchestra.store import CANCELLED, CANCELLING, COMPLETED, PENDING, RUNNING, SCHEDULED, Store
+from orchestra.workers import LocalWorker
+
+
+class NarrowStore:
+    """The store's methods except ``finish_and_claim``, as a remote worker's HTTP store
+    client offers them: a real store behind a narrower face, not a mock."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "finish_and_claim":
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+def writes_of(world: World) -> list[str]:
+    """Every write transaction the store begins from now on."""
+    began: list[str] = []
+    sa.event.listen(world.store.engine, "before_cursor_execute",
+                    lambda *a: began.append(a[2]) if a[2] == "BEGIN IMMEDIATE" else None)
+    return began
+
+
+def test_the_room_an_ended_job_frees_is_claimed_and_started_in_the_same_pass(world: World) -> None:
+    world.apply(pool("local", concurrencyLimit=1))
+    world.job("quick", ["true"])
+    first, second = world.run("quick", at(-60)), world.run("quick", at(-30))
+    world.worker.step(T0)
+    assert (world.state(first), world.state(second)) == (RUNNING, SCHEDULED)
+    wait_for(lambda: world.runner.handles[first.id].poll() is not None, what="the first job to end")
+    began = writes_of(world)
+    world.worker.step(at(1))
+    assert (world.state(first), world.state(second)) == (COMPLETED, RUNNING)
+    assert len(began) == 2  # the end with the claim, then the start
+    assert [(e[0], e[1]) for e in world.reasons(second)] == [
+        (None, SCHEDULED), (SCHEDULED, PENDING), (PENDING, RUNNING)]
+
+
+def test_a_deployment_changed_while_jobs_ran_is_rendered_anew_in_a_burst_pass(world: World) -> None:
+    """The claim hands its deployments to the worker's cache: they must be the current ones."""
+    world.apply(pool("local", concurrencyLimit=1))
+    world.job("show", ["echo", "before"])
+    first, second = world.run("show", at(-60)), world.run("show", at(-30))
+    world.worker.step(T0)
+    assert world.state(first) == RUNNING
+    world.job("show", ["echo", "after"])
+    wait_for(lambda: world.runner.handles[first.id].poll() is not None, what="the first job to end")
+    world.step_until(world.reached(second, COMPLETED), at(1), what="the second run")
+    assert world.log(first).splitlines()[1] == "before"
+    assert world.log(second).splitlines()[1] == "after"
+
+
+def test_a_pause_made_while_jobs_ran_holds_back_the_burst_pass(world: World) -> None:
+    world.apply(pool("local", concurrencyLimit=1))
+    world.job("quick", ["true"])
+    first, second = world.run("quick", at(-60)), world.run("quick", at(-30))
+    world.worker.step(T0)
+    world.store.set_paused_override("Deployment", "quick", True)
+    wait_for(lambda: world.runner.handles[first.id].poll() is not None, what="the first job to end")
+    world.worker.step(at(1))
+    assert (world.state(first), world.state(second)) == (COMPLETED, SCHEDULED)
+    world.store.set_paused_override("Deployment", "quick", None)
+    world.step_until(world.reached(second, COMPLETED), at(2), what="the second run after the resume")
+
+
+def test_a_cancel_that_lands_as_the_job_ends_is_recorded_once(world: World) -> None:
+    world.apply(pool("local", concurrencyLimit=1))
+    world.job("quick", ["true"])
+    first, second = world.run("quick", at(-60)), world.run("quick", at(-30))
+    world.worker.step(T0)
+    wait_for(lambda: world.runner.handles[first.id].poll() is not None, what="the first job to end")
+    world.store.transition(first.id, CANCELLING, "cancel requested", expect={RUNNING})
+    world.step_until(world.reached(second, COMPLETED), at(1), what="the second run")
+    assert world.state(first) in {COMPLETED, CANCELLED}
+    assert [e[1] for e in world.reasons(first)] == [SCHEDULED, PENDING, RUNNING, CANCELLING, world.state(first)]
+
+
+def test_a_store_without_finish_and_claim_drains_the_same_way(world: World, tmp_path: Path) -> None:
+    world.apply(pool("local", concurrencyLimit=2))
+    world.job("quick", ["true"])
+    runs = [world.run("quick") for _ in range(6)]
+    world.worker = LocalWorker(NarrowStore(world.store), runners={"process": world.runner},  # type: ignore[arg-type]
+                               worker_id="narrow", log_dir=tmp_path / "logs", on_change=world.woke.set)
+    world.step_until(lambda: all(world.state(r) == COMPLETED for r in runs), T0, what="every run to finish")
+    for run in runs:
+        assert [(e[0], e[1]) for e in world.reasons(run)] == [
+            (None, SCHEDULED), (SCHEDULED, PENDING), (PENDING, RUNNING), (RUNNING, COMPLETED)]
