@@ -108,11 +108,18 @@ def render_job(template: dict[str, Any], deployment: dict[str, Any], *, paramete
         raise errors[0]
     table = rendered.secrets
     if not table and not rendered.patterns:
-        return RenderedJob(rendered.job, rendered.variables, variables_patch(rendered.defaults, rendered.variables))
+        return RenderedJob(rendered.job, rendered.variables, _patch(rendered))
     variables = masked(rendered.variables, rendered.patterns, refs_as_labels=True)
     defaults = masked(rendered.defaults, rendered.patterns, refs_as_labels=True)
-    return RenderedJob(table.masked(rendered.job), variables, variables_patch(defaults, variables), table,
-                       rendered.job)
+    patch = variables_patch(defaults, variables) if rendered.overridden else []
+    return RenderedJob(table.masked(rendered.job), variables, patch, table, rendered.job)
+
+
+def _patch(rendered: _Result) -> list[dict[str, Any]]:
+    """Nothing to diff when neither the deployment nor the run set a variable (the common
+    case): the merged variables are then a copy of the defaults, and ``make_patch`` is the
+    slowest step of a render."""
+    return variables_patch(rendered.defaults, rendered.variables) if rendered.overridden else []
 
 
 def render_errors(template: dict[str, Any], deployment: dict[str, Any], *, parameters: dict[str, Any] | None = None,
@@ -148,8 +155,20 @@ class _Template:
 def _compiled(template: dict[str, Any]) -> _Template:
     # Keyed by content (in key order: cheaper than sorting, and equal
     # templates come from the same YAML anyway), because ``plan`` renders
-    # every deployment of a pool against the same template.
-    return _compile(json.dumps(template, default=str))
+    # every deployment of a pool against the same template. A worker renders
+    # every run of a pool against the very same dict (its cached pool, or the
+    # shared default template), which is never mutated: that object is
+    # remembered, so the per-run render skips encoding it.
+    global _last_compiled
+    last = _last_compiled  # one read: another thread may replace it meanwhile
+    if last is not None and last[0] is template:
+        return last[1]
+    compiled = _compile(json.dumps(template, default=str))
+    _last_compiled = (template, compiled)  # holds the dict: its id cannot be reused meanwhile
+    return compiled
+
+
+_last_compiled: tuple[dict[str, Any], _Template] | None = None
 
 
 @lru_cache(maxsize=256)
@@ -245,6 +264,7 @@ class _Result:
     defaults: dict[str, Any]
     secrets: SecretTable
     patterns: tuple[Pattern, ...]  # secret variable paths
+    overridden: bool = True  # the deployment or the run set a variable: the patch may not be empty
 
 
 @dataclass(frozen=True)
@@ -293,7 +313,8 @@ def _render_run(config: dict[str, Any], compiled: _Template, validators: SchemaV
     # trial render of every deployment during plan only needs the errors.
     if errors:
         return None, _masked_errors(table, errors)
-    return _Result(job, merged, copy_json(compiled.defaults), table, compiled.secret), []
+    overridden = bool(inputs.deployment_variables or inputs.run_variables)
+    return _Result(job, merged, copy_json(compiled.defaults), table, compiled.secret, overridden), []
 
 
 def _masked_errors(table: SecretTable, errors: list[FieldError]) -> list[FieldError]:

@@ -48,7 +48,7 @@ from orchestra.store import resources as resource_queries
 from orchestra.store.dispatch import DEFAULT_QUEUE, READY, Dispatch, QueueView
 from orchestra.store.engine import Database
 from orchestra.store.models import ACTIVE, PENDING, SCHEDULED, Run, StoredResource, effective_paused, evolve
-from orchestra.store.runs import runs_from, write_events
+from orchestra.store.runs import event_row, insert_events, runs_from
 from orchestra.store.tables import resources, runs
 
 _C = runs.c
@@ -267,10 +267,12 @@ class Claimed:
 def claim_with_resources(
     db: Database, conn: Connection, pool: str, *, now: datetime, worker: str, max_count: int,
     lease_seconds: float, event_time: datetime, queues: Collection[str] | None = None,
-    cache: DispatchCache | None = None,
+    cache: DispatchCache | None = None, events_out: list[dict[str, Any]] | None = None,
 ) -> Claimed:
     """``claim_runs``, and the deployments the claim read: every claimed run's is among
-    them, so the caller can render their jobs without reading them again."""
+    them, so the caller can render their jobs without reading them again. With
+    ``events_out``, the claim's events are appended there for the caller to insert
+    in the same transaction, not inserted here."""
     if max_count <= 0:
         return Claimed([], {}, None)
     db.lock(conn, f"orchestra:claim:{pool}")  # PostgreSQL: one claimer per pool at a time
@@ -284,7 +286,7 @@ def claim_with_resources(
     if wanted == 0:
         return Claimed([], {}, revision)
     chosen, left_due = _choose(conn, dispatch, now, wanted, snapshot)
-    claimed = _mark_claimed(conn, chosen, worker, now + timedelta(seconds=lease_seconds), event_time)
+    claimed = _mark_claimed(conn, chosen, worker, now + timedelta(seconds=lease_seconds), event_time, events_out)
     deployments = {run.deployment: dispatch.deployments.get(run.deployment) for run in claimed}
     return Claimed(claimed, deployments, revision, left_due)
 
@@ -313,7 +315,8 @@ def _choose(conn: Connection, dispatch: Dispatch, now: datetime, wanted: int,
     return chosen, None
 
 
-def _mark_claimed(conn: Connection, chosen: list[Run], worker: str, lease: datetime, now: datetime) -> list[Run]:
+def _mark_claimed(conn: Connection, chosen: list[Run], worker: str, lease: datetime, now: datetime,
+                  events_out: list[dict[str, Any]] | None = None) -> list[Run]:
     """Make the chosen runs Pending under ``worker``; the claimed runs, as stored.
 
     The rows are locked since they were read, so the claimed runs are the
@@ -329,7 +332,11 @@ def _mark_claimed(conn: Connection, chosen: list[Run], worker: str, lease: datet
     params = {"ids": [run.id for run in chosen], "worker": worker, "lease": lease, "reason": values["state_reason"]}
     claimed = set(conn.execute(_MARK_CLAIMED, params).scalars())
     ordered = [evolve(run, values) for run in chosen if run.id in claimed]
-    write_events(conn, [(run, SCHEDULED) for run in ordered], now)
+    events = [event_row(run, SCHEDULED, now) for run in ordered]
+    if events_out is None:
+        insert_events(conn, events)
+    else:
+        events_out += events
     return ordered
 
 

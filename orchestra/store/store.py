@@ -340,16 +340,19 @@ class Store:
                           *, seen: bool) -> FinishedAndClaimed:
         with self._db.write() as conn:
             clock = self._clock()
+            events: list[dict[str, Any]] = []  # the ends' and the claim's, in one insert
             if not moves:
                 finished: list[TransitionResult] = []
             elif seen:
-                finished = transitions.transition_seen(conn, moves, clock)
+                finished = transitions.transition_seen(conn, moves, clock, events_out=events)
             else:
                 finished = transitions.transition_many(conn, [request for _, request in moves], clock)
             claimed = claim.claim_with_resources(
                 self._db, conn, pool, now=now, worker=worker, max_count=max_count,
                 lease_seconds=lease_seconds, event_time=clock, queues=queues, cache=self._dispatch,
+                events_out=events,
             )
+            runs.insert_events(conn, events)
             return FinishedAndClaimed(
                 finished=finished, claimed=claimed.runs, deployments=claimed.deployments,
                 resource_revision=claimed.revision, next_due=claimed.left_due or runs.next_due_time(conn, pool),

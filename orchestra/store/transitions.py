@@ -132,7 +132,8 @@ class RunsChanged(Exception):
 Seen = tuple[Run, TransitionRequest]  # a request, and its run as the caller last saw it stored
 
 
-def transition_seen(conn: Connection, moves: Sequence[Seen], now: datetime) -> list[TransitionResult]:
+def transition_seen(conn: Connection, moves: Sequence[Seen], now: datetime,
+                    events_out: list[dict[str, Any]] | None = None) -> list[TransitionResult]:
     """``transition_many`` for runs the caller holds as stored, without reading them.
 
     A worker moving its own runs (a job started, a job ended) knows each run
@@ -144,7 +145,9 @@ def transition_seen(conn: Connection, moves: Sequence[Seen], now: datetime) -> l
     If a row fails it (a cancel landed, another daemon recovered the run),
     ``RunsChanged`` is raised: the caller rolls back and uses
     ``transition_many``, which answers that request with its ``Conflict``.
-    Any other batch goes ``transition_many``'s way at once.
+    Any other batch goes ``transition_many``'s way at once. With ``events_out``,
+    the events are appended there for the caller to insert in the same
+    transaction (one insert for several writes of a pass), not inserted here.
     """
     for _, request in moves:
         request.check()
@@ -160,7 +163,10 @@ def transition_seen(conn: Connection, moves: Sequence[Seen], now: datetime) -> l
     )
     if conn.execute(_seen_update_statement(columns), params).rowcount != len(params):
         raise RunsChanged()
-    insert_events(conn, events)
+    if events_out is None:
+        insert_events(conn, events)
+    else:
+        events_out += events
     return list(results)
 
 
