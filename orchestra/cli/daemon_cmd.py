@@ -9,18 +9,17 @@ never load the web stack. Its token comes from ``--api-token-file`` or
 from __future__ import annotations
 
 import logging
-import signal
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from orchestra.cli.context import AppContext
 from orchestra.cli.logging_config import configure_logging
+from orchestra.cli.serving import duration_seconds, stop_on_signals
 from orchestra.cli.tokens import TOKEN_ENV, read_token
-from orchestra.durations import parse_duration
 from orchestra.reconcile.daemon import Daemon, DaemonSettings
+from orchestra.runners.available import available_runners
 from orchestra.specs.validate import spec_root
 
 if TYPE_CHECKING:
@@ -56,7 +55,7 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
                                f"talk to another daemon (--api-url / ORCHESTRA_API_URL is {app.remote.url}); "
                                "unset it and give the store with --db")
     configure_logging(log_format, log_level)
-    grace = _duration(shutdown_grace, "--shutdown-grace")
+    grace = duration_seconds(shutdown_grace, "--shutdown-grace")
     server = _api_server(app.store, app, list(paths), prune, host, port, api_token_file) if api else None
     root = spec_root(list(paths))
     settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace)
@@ -65,12 +64,12 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
     worker = None
     if workers != "none":
         pools = None if workers == "all" else [p.strip() for p in workers.split(",") if p.strip()]
-        worker = LocalWorker(app.store, runners=_runners(root.resolve()), pools=pools,
+        worker = LocalWorker(app.store, runners=available_runners(root.resolve()), pools=pools,
                              worker_id=worker_identity(), log_dir=app.settings.state_dir / "logs")
     instance = Daemon(app.store, worker, settings)
     if worker is not None:
         worker.on_change = instance.wake
-    _install_signal_handlers(instance)
+    stop_on_signals(instance, log)
     log.info("orchestra daemon watching %s (store %s, workers: %s)", ", ".join(map(str, paths)),
              app.settings.db_url or app.settings.state_dir / "orchestra.db", workers)
     if server is not None:
@@ -104,36 +103,6 @@ def _api_server(store: Store, app: AppContext, paths: list[Path], prune: bool, h
         return ApiServer(mount_ui(create_app(store, settings=settings), store, settings), host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot serve the API on {host}:{port}: {exc.strerror or exc}") from None
-
-
-def _runners(base_dir: Path) -> dict[str, Any]:
-    """A runner per pool type this machine can serve; docker only with the Docker SDK installed."""
-    from orchestra.runners.process import ProcessRunner
-
-    runners: dict[str, Any] = {"process": ProcessRunner(base_dir)}
-    try:
-        from orchestra.runners.docker import DockerRunner
-    except ImportError:
-        log.warning("the Docker SDK is not installed (pip install 'orchestra[docker]'): docker pools are not served")
-    else:
-        runners["docker"] = DockerRunner(base_dir)
-    return runners
-
-
-def _duration(text: str, option: str) -> float:
-    try:
-        return parse_duration(text).total_seconds()
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from None
-
-
-def _install_signal_handlers(instance: Daemon) -> None:
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: shutting down", signal.Signals(signum).name)
-        instance.stop()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
 
 
 def register(group: click.Group) -> None:

@@ -12,20 +12,18 @@ import logging
 import os
 import re
 import secrets
-import signal
 import socket
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import click
 
 from orchestra.cli.context import AppContext
 from orchestra.cli.logging_config import configure_logging
-from orchestra.durations import parse_duration
+from orchestra.cli.serving import duration_seconds, stop_on_signals
+from orchestra.cli.tokens import TOKEN_ENV, read_token
+from orchestra.runners.available import available_runners
 
 log = logging.getLogger("orchestra.worker")
-TOKEN_ENV = "ORCHESTRA_API_TOKEN"
 URL_ENV = "ORCHESTRA_API_URL"
 
 
@@ -65,15 +63,15 @@ def worker(app: AppContext, pool: str, queues: tuple[str, ...], limit: int | Non
 
     url, token = _endpoint(app, api_url, api_token_file)
     worker_id = name or default_name()
-    lease_seconds = _duration(lease, "--lease", minimum=1.0)
+    lease_seconds = duration_seconds(lease, "--lease", minimum=1.0)
     # A request may not hang longer than a heartbeat interval: the next heartbeat waits behind it.
     with ApiClient(url, token, timeout=max(2.0, min(30.0, lease_seconds / 3))) as client:
         instance = RemoteWorker(
-            client, worker_id=worker_id, pool=pool, runners=_runners(base_dir.resolve()),
+            client, worker_id=worker_id, pool=pool, runners=available_runners(base_dir.resolve()),
             log_dir=log_dir or app.settings.state_dir / "worker-logs", queues=list(queues) or None, limit=limit,
-            lease_seconds=lease_seconds, poll_interval=_duration(poll, "--poll"),
-            shutdown_grace=_duration(shutdown_grace, "--shutdown-grace"))
-        _install_signal_handlers(instance)
+            lease_seconds=lease_seconds, poll_interval=duration_seconds(poll, "--poll"),
+            shutdown_grace=duration_seconds(shutdown_grace, "--shutdown-grace"))
+        stop_on_signals(instance, log)
         log.info("orchestra worker %s serving pool %s%s from %s", worker_id, pool,
                  f" (queues {', '.join(queues)})" if queues else "", url)
         instance.serve()
@@ -91,50 +89,9 @@ def _endpoint(app: AppContext, api_url: str | None, token_file: Path | None) -> 
     url = api_url or (remote.url if remote is not None else None)
     if not url:
         raise click.UsageError(f"give the daemon's API with --api-url URL (or {URL_ENV})")
-    if token_file is not None:
-        token = token_file.read_text().strip()
-        if not token:
-            raise click.BadParameter(f"{token_file} is empty", param_hint="--api-token-file")
-        return url, token
-    if remote is not None and remote.token:
+    if token_file is None and remote is not None and remote.token:
         return url, str(remote.token)
-    value = os.environ.get(TOKEN_ENV)
-    if value is not None and not value.strip():
-        raise click.UsageError(f"{TOKEN_ENV} is set but empty; unset it or give the daemon's token")
-    return url, value.strip() if value else None
-
-
-def _runners(base_dir: Path) -> dict[str, Any]:
-    """A runner per pool type this machine can serve; docker only with the Docker SDK installed."""
-    from orchestra.runners.process import ProcessRunner
-
-    runners: dict[str, Any] = {"process": ProcessRunner(base_dir)}
-    try:
-        from orchestra.runners.docker import DockerRunner
-    except ImportError:
-        log.info("the Docker SDK is not installed (pip install 'orchestra[docker]'): docker pools are not served")
-    else:
-        runners["docker"] = DockerRunner(base_dir)
-    return runners
-
-
-def _duration(text: str, option: str, minimum: float = 0.0) -> float:
-    try:
-        seconds = parse_duration(text).total_seconds()
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from None
-    if seconds < minimum:
-        raise click.BadParameter(f"must be at least {minimum:g}s", param_hint=option)
-    return seconds
-
-
-def _install_signal_handlers(instance: Any) -> None:
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: shutting down", signal.Signals(signum).name)
-        instance.stop()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    return url, read_token(token_file)
 
 
 def register(group: click.Group) -> None:

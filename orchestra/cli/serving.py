@@ -1,0 +1,38 @@
+"""What the two long-running commands, ``orchestra daemon`` and ``orchestra worker``, share:
+duration options and a clean stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+from typing import Protocol
+
+import click
+
+from orchestra.durations import parse_duration
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+def duration_seconds(text: str, option: str, minimum: float = 0.0) -> float:
+    """A duration option (``30s``, ``5m``, ``PT1M``) in seconds, refused in the option's name."""
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    if seconds < minimum:
+        raise click.BadParameter(f"must be at least {minimum:g}s", param_hint=option)
+    return seconds
+
+
+def stop_on_signals(instance: Stoppable, log: logging.Logger) -> None:
+    """SIGTERM and SIGINT ask ``instance`` to stop; its ``stop`` must be safe in a signal handler."""
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        instance.stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
