@@ -11,7 +11,6 @@ uvicorn stay inside ``orchestra.api``.
 from __future__ import annotations
 
 import ast
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from orchestra.api.server import ApiServer
 from orchestra.store import CANCELLED, COMPLETED, PENDING, RUNNING, NewRun, Store, open_store
 from orchestra.store.tables import run_events
 from tests.api_fixtures import T0, TOKEN, LiveApi, api_factory_fixture, api_fixture  # noqa: F401
-from tests.store_fixtures import POSTGRES_ENV, _postgres_schema
+from tests.store_fixtures import _postgres_schema, postgres_base_url
 from tests.test_api_streams import EventReader
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,9 +135,8 @@ def test_a_gap_that_never_fills_is_given_up_after_the_grace(store: Store) -> Non
 
 
 def test_out_of_order_commits_on_postgresql_are_delivered(tmp_path: Path) -> None:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"needs {POSTGRES_ENV}: only PostgreSQL commits concurrent transactions out of id order")
+    url = postgres_base_url()  # only PostgreSQL commits concurrent transactions out of id order
+    assert url is not None
     for db_url in _postgres_schema(url):
         with open_store(db_url) as store:
             run_id = _run(store)
