@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from worker_fixtures import T0, World, at, pool, wait_for, world_fixture  # noqa: F401
+from worker_fixtures import T0, Gate, World, at, pool, wait_for, world_fixture  # noqa: F401
+from worker_fixtures import deployment as deployment_named
 
 from orchestra.jobs import default_template, render_job
 from orchestra.reconcile import daemon as daemon_module
@@ -61,11 +62,15 @@ def test_a_changed_template_is_rendered_with_its_new_content() -> None:
 
 
 def test_a_burst_pass_inserts_the_events_of_its_ends_and_its_claim_at_once(world: World) -> None:
+    gate = Gate(world.tmp)
     world.apply(pool("local", concurrencyLimit=2))
-    world.job("quick", ["true"])
+    world.job("quick", gate.command)
     runs = [world.run("quick", at(-60 + i)) for i in range(4)]
     world.worker.step(T0)
     first, second = runs[:2], runs[2:]
+    assert {world.state(run) for run in first} == {RUNNING}
+    world.apply(deployment_named("quick", command=["sleep", "30"]))  # the second two run on, started and not ended
+    gate.open()
     wait_for(lambda: all(world.runner.handles[r.id].poll() is not None for r in first), what="the jobs to end")
     inserts: list[int] = []
     sa.event.listen(world.store.engine, "before_cursor_execute", lambda _c, _cur, statement, params, *_: inserts.append(

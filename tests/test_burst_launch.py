@@ -1,4 +1,5 @@
-"""Draining a burst fast without giving up a guarantee: parallel starts, end callbacks, the loop's wake-up.
+"""Draining a burst fast without giving up a guarantee: parallel starts that the loop
+does not wait for, a job's whole life recorded in one write, end callbacks, the loop's wake-up.
 
 Real processes, a real SQLite store, real signals. The worker is driven pass
 by pass as in tests/test_worker_local.py; parallelism is proved with a
@@ -16,18 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_fixtures import T0, TrackingRunner, World, at, group_is_gone, is_gone, pool, wait_for
+import sqlalchemy as sa
+from worker_fixtures import T0, ConcurrentRunner, Gate, TrackingRunner, World, at, group_is_gone, is_gone, pool, wait_for
 
 from orchestra.reconcile.daemon import Wakeup
 from orchestra.runners.base import start_concurrency
 from orchestra.runners.process import ProcessHandle, ProcessRunner
-from orchestra.store import COMPLETED, FAILED, PENDING, RUNNING, Run
-
-
-class ConcurrentRunner(TrackingRunner):
-    """The tracking runner, declaring its starts thread-safe as ProcessRunner does."""
-
-    concurrent_starts = ProcessRunner.concurrent_starts
+from orchestra.store import COMPLETED, FAILED, PENDING, RUNNING, SCHEDULED, Run
 
 
 class BarrierRunner(ConcurrentRunner):
@@ -46,6 +42,15 @@ class BarrierRunner(ConcurrentRunner):
         if self.barrier is not None and run_id in self.together:
             self.barrier.wait()  # BrokenBarrierError (the run fails) if the starts were one by one
         return super().start(run_id, job, log_path)
+
+
+class EndsFirstRunner(ConcurrentRunner):
+    """Hands each job over only once it has ended: the worker records its start and its end together."""
+
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
+        handle = super().start(run_id, job, log_path)
+        handle.wait(10)
+        return handle
 
 
 class Interrupted(BaseException):
@@ -93,10 +98,9 @@ def use_runner(world: World, runner: TrackingRunner) -> None:
 
 
 def start_alone(world: World) -> Run:
-    """A long job started by the worker alone: from then on, a claim is started as one wave."""
+    """A long job started by the worker alone, and recorded Running."""
     run = world.run(when=T0)
-    world.worker.step(at(1))
-    assert world.state(run) == RUNNING
+    world.step_until(lambda: world.state(run) == RUNNING, at(1), what="the job recorded running")
     return run
 
 
@@ -114,7 +118,8 @@ def test_a_claim_is_started_in_parallel_and_every_run_recorded_running(burst: Wo
     runs = [start_alone(burst)]
     wave = [burst.run(when=T0) for _ in range(4)]
     runner.meet(wave)
-    burst.worker.step(at(2))  # the four starts meet at the barrier
+    burst.step_until(lambda: all(burst.state(run) == RUNNING for run in wave), at(2),
+                     what="the four starts, which meet at the barrier, recorded")
     for run in runs + wave:
         stored = burst.store.get_run(run.id)
         assert stored.state == RUNNING, stored.state_reason
@@ -131,13 +136,12 @@ def test_a_job_that_cannot_start_fails_alone_among_parallel_starts(burst: World)
     burst.job("bad", ["/nonexistent/tool"])
     good = [burst.run("good", when=T0) for _ in range(3)]
     bad = burst.run("bad", when=T0)
-    burst.worker.step(at(1))
-    assert burst.state(bad) == FAILED
+    burst.step_until(lambda: burst.state(bad) == FAILED, at(1), what="the run that cannot start failed")
     assert "executable '/nonexistent/tool' not found" in burst.store.get_run(bad.id).state_reason
     burst.step_until(lambda: all(burst.state(run) == COMPLETED for run in good), at(1), what="good runs completed")
 
 
-def test_an_error_while_starting_in_parallel_leaves_no_job_running(burst: World, tmp_path: Path) -> None:
+def test_an_error_while_starting_in_parallel_leaves_no_job_unsupervised(burst: World, tmp_path: Path) -> None:
     runner = InterruptingRunner(tmp_path)
     use_runner(burst, runner)
     burst.apply(pool("local", concurrencyLimit=8))
@@ -145,15 +149,61 @@ def test_an_error_while_starting_in_parallel_leaves_no_job_running(burst: World,
     first = start_alone(burst)
     wave = [burst.run(when=T0) for _ in range(3)]
     runner.interrupt(wave, victim=wave[1])
-    with pytest.raises(Interrupted):
-        burst.worker.step(at(2))
+    with pytest.raises(Interrupted):  # handed over by the start thread, raised in the loop's
+        burst.step_until(lambda: False, at(2), what="the interrupted start to be raised")
     assert burst.state(first) == RUNNING
-    started = [runner.handles[run.id] for run in wave if run is not wave[1]]
-    assert len(started) == 2  # both neighbours of the failed start had started their jobs...
-    for handle in started:
-        wait_for(lambda handle=handle: group_is_gone(handle.pid), message="jobs of the failed wave killed")
-    for run in wave:  # ...and no run of that wave is recorded as started: leases and recovery move them on
-        assert burst.state(run) == PENDING
+    neighbours = [run for run in wave if run is not wave[1]]
+    assert all(run.id in runner.handles for run in neighbours)  # both had started their jobs...
+    for run in neighbours:  # ...and each is killed with its run left Pending, or was recorded and is supervised
+        if burst.state(run) == PENDING:
+            wait_for(lambda run=run: group_is_gone(burst.pid(run)), message="an unrecorded job killed")
+        else:
+            assert burst.state(run) == RUNNING
+    assert burst.state(wave[1]) == PENDING  # its lease runs out and recovery moves it on
+    burst.worker.shutdown(0, lambda: at(3))  # what the daemon does when the error ends it
+    for run in [first, *neighbours]:
+        wait_for(lambda run=run: group_is_gone(burst.pid(run)), message="every supervised job stopped")
+
+
+def test_the_loop_does_not_wait_for_starts_and_records_them_with_the_next_ends_and_claim(burst: World) -> None:
+    gate = Gate(burst.tmp)
+    burst.apply(pool("local", concurrencyLimit=2))
+    burst.job("job", gate.command)
+    runs = [burst.run(when=at(-60 + i)) for i in range(4)]
+    burst.step_until(lambda: sum(burst.state(run) == RUNNING for run in runs) == 2, T0, what="two jobs running")
+    first = [run for run in runs if burst.state(run) == RUNNING]
+    gate.open()
+    wait_for(lambda: all(burst.runner.handles[r.id].poll() is not None for r in first), what="the jobs to end")
+    writes: list[str] = []
+    sa.event.listen(burst.store.engine, "before_cursor_execute",
+                    lambda *a: writes.append(a[2]) if a[2] == "BEGIN IMMEDIATE" else None)
+    burst.worker.step(at(1))
+    assert len(writes) == 1  # the two ends and the claim of two more; their starts go on without the loop
+    assert {burst.state(run) for run in first} == {COMPLETED}
+    second = [run for run in runs if run not in first]
+    assert {burst.state(run) for run in second} == {PENDING}
+    burst.step_until(lambda: all(burst.state(run) == COMPLETED for run in runs), at(2), what="every run done")
+    for run in runs:
+        assert [e.to_state for e in burst.store.events(run.id)] == [SCHEDULED, PENDING, RUNNING, COMPLETED]
+
+
+def test_a_job_that_ended_before_its_start_was_recorded_is_recorded_start_and_end_in_one_write(
+        burst: World, tmp_path: Path) -> None:
+    use_runner(burst, EndsFirstRunner(tmp_path))
+    burst.apply(pool("local", concurrencyLimit=3))
+    burst.job("quick", ["sh", "-c", "echo done; exit 3"])
+    runs = [burst.run("quick", when=T0, max_attempts=2) for _ in range(3)]
+    inserts: list[list[tuple[str, str]]] = []
+    sa.event.listen(burst.store.engine, "before_cursor_execute", lambda _c, _cur, statement, params, *_: inserts.append(
+        [(row[0], row[3]) for row in params]) if statement.startswith("INSERT INTO run_events") else None)
+    burst.step_until(lambda: all(burst.state(run) == FAILED for run in runs), at(1), what="both attempts failed")
+    for run in runs:
+        assert [(e.to_state, e.attempt) for e in burst.store.events(run.id)] == [
+            (SCHEDULED, 1), (PENDING, 1), (RUNNING, 1), (SCHEDULED, 2), (PENDING, 2), (RUNNING, 2), (FAILED, 2)]
+        for attempt_end in (SCHEDULED, FAILED):  # the retry, then the last failure: each with its start
+            together = [rows for rows in inserts if (run.id, attempt_end) in rows and (run.id, RUNNING) in rows]
+            assert together, f"the start and the end ({attempt_end}) of {run.id} in one insert"
+        assert burst.log(run).count("done") == 2
 
 
 def test_a_burst_larger_than_the_pool_drains_with_every_run_completed_once(burst: World) -> None:

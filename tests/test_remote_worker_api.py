@@ -93,6 +93,14 @@ def test_a_claim_takes_only_the_queues_asked_for_and_respects_the_workers_limit(
     assert claim(api.client, "small", limit=2).json()["runs"] == []  # holds 2 already
 
 
+def test_a_boolean_is_not_taken_for_a_number(api: LiveApi) -> None:
+    seed(api, 1)
+    for body in ({"leaseSeconds": True}, {"count": True}, {"limit": False}):
+        answer = claim(api.client, "strict", **body)
+        assert answer.status_code == 422, body
+    assert claim(api.client, "strict", count=1).json()["runs"]  # nothing was claimed by the refused ones
+
+
 def test_reports_apply_only_under_the_lease(api: LiveApi) -> None:
     seed(api, 2)
     first, second = claim(api.client, "holder", count=2).json()["runs"]

@@ -216,6 +216,37 @@ def test_relative_executable_resolves_in_the_working_dir(jobs: Jobs, tmp_path: P
     assert run.text() == "hello from script\n"
 
 
+def tool(directory: Path, says: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "orchestra-test-tool"
+    script.write_text(f"#!/bin/sh\necho {says}\n")
+    script.chmod(0o755)
+
+
+def test_a_command_found_on_the_path_is_found_again_after_it_moved(jobs: Jobs, tmp_path: Path) -> None:
+    """Where a name resolves is remembered for a while; a program removed since is searched again."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    tool(first, "first")
+    second.mkdir()
+    path = f"{first}{os.pathsep}{second}{os.pathsep}/usr/bin{os.pathsep}/bin"
+    run = jobs.start(["orchestra-test-tool"], env={"PATH": path})
+    assert run.handle.wait(10) == 0 and run.text() == "first\n"
+    (first / "orchestra-test-tool").unlink()
+    tool(second, "second")
+    run = jobs.start(["orchestra-test-tool"], env={"PATH": path})
+    assert run.handle.wait(10) == 0 and run.text() == "second\n"
+    (second / "orchestra-test-tool").unlink()
+    with pytest.raises(LaunchError, match="executable 'orchestra-test-tool' not found on PATH"):
+        jobs.start(["orchestra-test-tool"], env={"PATH": path})
+
+
+def test_a_relative_directory_on_the_path_is_searched_from_the_working_dir(jobs: Jobs, tmp_path: Path) -> None:
+    tool(tmp_path / "sub" / "bin", "relative")
+    path = f"bin{os.pathsep}/usr/bin{os.pathsep}/bin"
+    run = jobs.start(["orchestra-test-tool"], env={"PATH": path}, workingDir="sub")
+    assert run.handle.wait(10) == 0 and run.text() == "relative\n"
+
+
 def test_missing_executable_is_a_launch_error(jobs: Jobs) -> None:
     with pytest.raises(LaunchError, match="executable 'no-such-tool-xyz' not found on PATH"):
         jobs.start(["no-such-tool-xyz", "--flag"])

@@ -186,3 +186,54 @@ def test_scheduled_runs_carry_the_deployment_policy(world: World) -> None:
     assert (run.max_attempts, run.retry_delay_seconds, run.timeout_seconds) == (3, 30.0, 300.0)
     assert run.parameters == {"x": 2, "y": 1}
     assert timedelta(0) == run.scheduled_time - at(12, 1)
+
+
+# --- runs made ahead of their slot ------------------------------------------------------------------------------------
+
+AHEAD = timedelta(seconds=0.5)
+
+
+def ahead(world: World, when: datetime) -> datetime | None:
+    world.clock.now = when
+    return world.scheduler.tick(when, AHEAD)
+
+
+def test_the_next_run_is_made_ahead_of_its_slot_once_and_not_due_before_it(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]")
+    assert ahead(world, at(12, 0, 40)) == at(12, 1) - AHEAD  # the tick that makes it
+    assert world.runs() == []
+    assert ahead(world, at(12, 1) - AHEAD) == at(12, 2) - AHEAD
+    assert world.runs() == [("2030-01-01T12:01:00+00:00", "Scheduled")]
+    assert world.store.next_due_time("local") == at(12, 1)  # the worker sleeps until the slot...
+    assert world.store.claim_runs("local", now=at(12, 1) - AHEAD, worker="w", max_count=10) == []  # ...not before
+    ahead(world, at(12, 1))
+    Scheduler(world.store).tick(at(12, 1, 10), AHEAD)  # a restart in between doubles nothing
+    assert world.runs() == [("2030-01-01T12:01:00+00:00", "Scheduled")]
+    [run] = world.store.claim_runs("local", now=at(12, 1), worker="w", max_count=10)
+    assert run.scheduled_time == run.slot_time == at(12, 1)
+
+
+def test_slots_whose_fate_depends_on_the_moment_are_decided_at_the_slot(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]\nconcurrency: {limit: 1, onLimit: cancel-running}", name="cancelling")
+    world.deploy("schedules: [{interval: 1m}]", name="paused")
+    world.store.set_paused_override("Deployment", "paused", True)
+    assert ahead(world, at(12, 1) - AHEAD) == at(12, 1)  # neither is made ahead: the next tick is the slot's
+    assert world.runs("cancelling") == [] and world.runs("paused") == []
+    ahead(world, at(12, 1))
+    assert world.runs("cancelling") == [("2030-01-01T12:01:00+00:00", "Scheduled")]
+    assert world.runs("paused") == [("2030-01-01T12:01:00+00:00", "Skipped")]
+
+
+def test_a_run_made_ahead_is_skipped_when_its_schedule_is_paused_before_the_slot(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m, name: every-minute}]", name="job")
+    world.deploy("schedules: [{interval: 1m}]", name="other")
+    ahead(world, at(12, 1) - AHEAD)
+    world.store.set_schedule_paused("job", "every-minute", True)
+    world.store.set_paused_override("Deployment", "other", True)
+    ahead(world, at(12, 1) - AHEAD / 2)
+    assert [(r.state, r.state_reason) for r in world.store.list_runs(deployment="job")] == [
+        ("Skipped", "schedule paused")]
+    assert [(r.state, r.state_reason) for r in world.store.list_runs(deployment="other")] == [
+        ("Skipped", "deployment paused")]
+    ahead(world, at(12, 2))  # and the slots owed while paused are skipped as before
+    assert world.runs("job") == [("2030-01-01T12:01:00+00:00", "Skipped"), ("2030-01-01T12:02:00+00:00", "Skipped")]

@@ -32,8 +32,8 @@ JOBS = Path(__file__).resolve().parent / "jobs"
 PY = sys.executable
 
 __all__ = [
-    "JOBS", "PY", "T0", "Orphan", "TrackingRunner", "World", "at", "dead_pid", "deployment", "group_is_gone",
-    "is_gone", "new_run", "pool", "queue", "wait_for", "world_fixture",
+    "JOBS", "PY", "T0", "ConcurrentRunner", "Gate", "Orphan", "TrackingRunner", "World", "at", "dead_pid",
+    "deployment", "group_is_gone", "is_gone", "new_run", "pool", "queue", "wait_for", "world_fixture",
 ]
 
 
@@ -88,6 +88,28 @@ class TrackingRunner:
             handle.kill()
         for handle in self.handles.values():
             handle.wait(10)
+
+
+class ConcurrentRunner(TrackingRunner):
+    """The tracking runner, declaring its starts thread-safe as ProcessRunner does: the
+    worker starts its jobs in the start threads and records them in a later pass."""
+
+    concurrent_starts = ProcessRunner.concurrent_starts
+
+
+class Gate:
+    """A job command that runs until the gate opens (a file appears), at most 60 s."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "gate-open"
+
+    @property
+    def command(self) -> list[str]:
+        return ["sh", "-c", 'i=0; while [ ! -e "$1" ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done',
+                "gate", str(self.path)]
+
+    def open(self) -> None:
+        self.path.touch()
 
 
 @dataclass

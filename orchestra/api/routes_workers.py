@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 from anyio import to_thread
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 from orchestra.api.errors import BAD_BODY, CONFLICT, NOT_FOUND
@@ -66,9 +66,18 @@ NamesQuery = Annotated[list[str], Query(max_length=1000, description="Only these
 
 
 class _Body(BaseModel):
-    """camelCase on the wire; unknown fields refused (a typo must not be ignored)."""
+    """camelCase on the wire; unknown fields refused (a typo must not be ignored), and no
+    value coerced to its field's type (``true`` is not a number of seconds)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        """Pydantic would take ``true`` as 1: no field here is a boolean, so refuse it."""
+        if isinstance(value, bool):
+            raise ValueError("true or false is not allowed here")
+        return value
 
 
 class ClaimIn(_Body):

@@ -21,13 +21,13 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from orchestra.diagnostics import SpecError
 from orchestra.reconcile.apply import apply_plan, plan_specs
-from orchestra.reconcile.scheduler import Scheduler, seconds_until
+from orchestra.reconcile.scheduler import PREPARE_AHEAD, Scheduler, seconds_until
 from orchestra.reconcile.watch import Fingerprint, SpecWatcher, fingerprint
 from orchestra.specs.validate import ParseCache
 from orchestra.store import Store
@@ -59,6 +59,7 @@ class DaemonSettings:
     poll_interval: float = 0.25  # how often other processes' changes are looked for
     shutdown_grace: float = 30.0
     watch: bool = True
+    prepare_ahead: float = PREPARE_AHEAD.total_seconds()  # runs made this long before their slot
 
 
 @dataclass
@@ -257,7 +258,7 @@ class Daemon:
             ticked_revision, next_slot = self._ticked
             if ticked_revision == revision and (next_slot is None or now < next_slot):
                 return next_slot
-        next_slot = self.scheduler.tick(now)
+        next_slot = self.scheduler.tick(now, timedelta(seconds=self.settings.prepare_ahead))
         self._ticked = (revision, next_slot)
         return next_slot
 

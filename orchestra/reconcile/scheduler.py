@@ -13,6 +13,16 @@ schedule (``operations.set_schedule_paused``) stays tracked and owes its
 slots like a paused deployment: they are recorded Skipped ("schedule
 paused"); pausing and resuming bump the resource marker, so the next tick
 re-reads them.
+
+With ``ahead`` (the daemon gives ``PREPARE_AHEAD``), a tick also makes the run
+of each slot falling due within that time, Scheduled for its slot: when
+hundreds of deployments share a cron boundary, their rows are written before
+it, and at the boundary the worker only claims (it sleeps until the slot,
+see ``Store.next_due_time``). Only slots whose run cannot depend on the
+moment: not paused, and no ``onLimit`` other than ``enqueue`` (skipping or
+cancelling depends on what runs at the slot). A deployment or schedule
+paused after its next run was made has that run recorded Skipped as the
+pause is seen, as if the slot had come while paused.
 """
 
 from __future__ import annotations
@@ -25,10 +35,11 @@ from typing import Any
 from orchestra.durations import parse_duration
 from orchestra.reconcile.slots import SCHEDULED, MissedRuns, SlotDecision, decide_slots
 from orchestra.scheduling import Schedule, next_slots, parse_schedule, slot_key, slots_between
-from orchestra.store import ACTIVE, CANCELLING, NewRun, Store, StoredResource
+from orchestra.store import ACTIVE, CANCELLING, NewRun, Run, Store, StoredResource, TransitionRequest
 
 log = logging.getLogger("orchestra.scheduler")
 BATCH = 5_000
+PREPARE_AHEAD = timedelta(seconds=0.5)  # how long before its slot a run is made (see the module docstring)
 
 
 @dataclass
@@ -48,8 +59,9 @@ class Scheduler:
         self.tracked: list[Tracked] = []
         self._marker: Any = None
 
-    def tick(self, now: datetime) -> datetime | None:
-        """Materialize every slot due at ``now``; return when the next one is due."""
+    def tick(self, now: datetime, ahead: timedelta = timedelta(0)) -> datetime | None:
+        """Materialize every slot due at ``now``, and make the runs of slots due within
+        ``ahead`` that may be made early; return when the next tick is needed."""
         marker = self.store.resource_marker()
         if marker != self._marker:
             self.reload(now)
@@ -57,7 +69,13 @@ class Scheduler:
         due = [t for t in self.tracked if t.next_slot is not None and t.next_slot <= now]
         if due:
             self._materialize(due, now)
-        return min((t.next_slot for t in self.tracked if t.next_slot), default=None)
+        if ahead:
+            soon = [t for t in self.tracked
+                    if t.next_slot is not None and t.next_slot <= now + ahead and _preparable(t)]
+            if soon:
+                self._prepare(soon)
+        return min((t.next_slot - ahead if ahead and _preparable(t) else t.next_slot
+                    for t in self.tracked if t.next_slot), default=None)
 
     def invalidate(self) -> None:
         """Forget what is in memory; the next tick re-reads the store (after an error)."""
@@ -69,7 +87,9 @@ class Scheduler:
         last = self.store.last_slots()
         paused = self.store.paused_schedules()
         self.tracked = [t for d in deployments for t in self._track(d, last, now, paused)]
-        self._withdraw_removed(deployments, now)
+        waiting = self.store.runs_in_states({"Scheduled"})
+        self._withdraw_removed(deployments, waiting, now)
+        self._skip_prepared_of_paused(waiting, now)
 
     def _track(self, deployment: StoredResource, last: dict[tuple[str, str], datetime], now: datetime,
                paused: set[tuple[str, str]]) -> list[Tracked]:
@@ -85,18 +105,41 @@ class Scheduler:
                                    paused=(deployment.name, schedule.identity) in paused))
         return tracked
 
-    def _withdraw_removed(self, deployments: list[StoredResource], now: datetime) -> None:
+    def _withdraw_removed(self, deployments: list[StoredResource], waiting: list[Run], now: datetime) -> None:
         keep: dict[str, set[str]] = {d.name: set() for d in deployments}
         for tracked in self.tracked:
             keep[tracked.deployment.name].add(tracked.schedule.identity)
         # only deployments holding a waiting run of a schedule they no longer have:
         # a reload of 1,000 unchanged deployments then writes nothing
-        stale = {r.deployment for r in self.store.runs_in_states({"Scheduled"})
+        stale = {r.deployment for r in waiting
                  if r.schedule_identity and r.schedule_identity not in keep.get(r.deployment, ())}
         for name in sorted(stale):
             withdrawn = self.store.delete_future_scheduled(name, keep.get(name, set()), now)
             if withdrawn:
                 log.info("withdrew %d scheduled run(s) of %s: schedule removed or changed", withdrawn, name)
+
+    def _skip_prepared_of_paused(self, waiting: list[Run], now: datetime) -> None:
+        """Runs made ahead of their slot (see ``PREPARE_AHEAD``) for a schedule paused
+        since: recorded Skipped, as the slot would have been."""
+        paused = {(t.deployment.name, t.schedule.identity): _pause_reason(t)
+                  for t in self.tracked if t.paused or t.deployment.paused}
+        requests = [TransitionRequest(run.id, "Skipped", paused[key], expect={"Scheduled"})
+                    for run in waiting
+                    if (key := (run.deployment, run.schedule_identity or "")) in paused
+                    and run.attempt == 1 and run.slot_time is not None and run.slot_time > now]
+        if requests:
+            skipped = sum(isinstance(result, Run) for result in self.store.transition_many(requests))
+            log.info("recorded %d run(s) made ahead of their slot as Skipped: paused since", skipped)
+
+    def _prepare(self, soon: list[Tracked]) -> None:
+        """Make the run of each tracked schedule's next slot now, Scheduled for the slot."""
+        new_runs = []
+        for tracked in soon:
+            assert tracked.next_slot is not None
+            new_runs.append(self._new_run(tracked, SlotDecision(tracked.next_slot, SCHEDULED, "scheduled")))
+            tracked.cursor = tracked.next_slot
+            tracked.next_slot = _next_after(tracked.schedule, tracked.cursor)
+        self.store.insert_scheduled_runs(new_runs)
 
     def _materialize(self, due: list[Tracked], now: datetime) -> None:
         """Insert the runs of every due schedule in one transaction: a cron boundary
@@ -106,8 +149,7 @@ class Scheduler:
             slots = slots_between(tracked.schedule, tracked.cursor, now, limit=BATCH)
             deployment = tracked.deployment
             decisions = decide_slots(slots, now, MissedRuns.from_spec(deployment.spec),
-                                     paused=deployment.paused or tracked.paused,
-                                     pause_reason="deployment paused" if deployment.paused else "schedule paused")
+                                     paused=deployment.paused or tracked.paused, pause_reason=_pause_reason(tracked))
             decisions = self._apply_concurrency(deployment, decisions)
             new_runs += [self._new_run(tracked, d) for d in decisions]
             for decision in decisions:
@@ -163,6 +205,17 @@ class Scheduler:
             timeout_seconds=parse_duration(spec["timeout"]).total_seconds() if spec.get("timeout") else None,
             parameters={**(spec.get("parameters") or {}), **tracked.schedule.parameters},
         )
+
+
+def _preparable(tracked: Tracked) -> bool:
+    """May the run of this schedule's next slot be made before the slot? (module docstring)"""
+    concurrency = tracked.deployment.spec.get("concurrency") or {}
+    return (not tracked.paused and not tracked.deployment.paused
+            and concurrency.get("onLimit", "enqueue") == "enqueue")
+
+
+def _pause_reason(tracked: Tracked) -> str:
+    return "deployment paused" if tracked.deployment.paused else "schedule paused"
 
 
 def _skip_over_limit(decisions: list[SlotDecision], busy: int, limit: int) -> list[SlotDecision]:

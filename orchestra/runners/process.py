@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
@@ -457,19 +458,75 @@ class ProcessRunner:
 
 def _spawn(launch: _Launch) -> subprocess.Popen[bytes]:
     """Start the process (argv as is, never a shell) or raise ``LaunchError``."""
+    executable = _executables.lookup(launch.argv[0], launch.env.get("PATH", os.defpath))
     try:
-        return subprocess.Popen(
-            launch.argv,
-            cwd=str(launch.cwd),
-            env=launch.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            bufsize=0,
-        )
+        try:
+            return _popen(launch, executable)
+        except FileNotFoundError:
+            if executable is None:
+                raise
+            # Removed since it was found (or a missing #! interpreter, or working
+            # directory): search the PATH as the child would, which says which.
+            _executables.forget(launch.argv[0])
+            return _popen(launch, None)
     except OSError as err:
         raise LaunchError(_launch_failure(err, launch)) from None
+
+
+def _popen(launch: _Launch, executable: str | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        launch.argv,
+        executable=executable,
+        cwd=str(launch.cwd),
+        env=launch.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        bufsize=0,
+    )
+
+
+class _ExecutableCache:
+    """Where a command name resolves on the PATH, remembered for ``TTL`` seconds.
+
+    Without it the child tries ``execve`` in every PATH directory before the
+    right one, while the launching thread waits (a sixth of a short job's
+    launch with a dozen directories). Only names looked up on a PATH of
+    absolute directories are kept, as the child resolves relative ones from
+    its own working directory; a program installed earlier on the PATH is
+    found once the entry expires, and one removed is searched again at once.
+    """
+
+    TTL = 2.0  # seconds
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str], tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, name: str, path: str) -> str | None:
+        """The file the child would run for ``name``; None: let the child search."""
+        if os.sep in name or not all(os.path.isabs(d) for d in path.split(os.pathsep)):
+            return None
+        key, now = (name, path), time.monotonic()
+        with self._lock:
+            found = self._found.get(key)
+        if found is not None and now - found[1] < self.TTL:
+            return found[0]
+        resolved = shutil.which(name, path=path)
+        if resolved is None:
+            return None
+        with self._lock:
+            self._found[key] = (resolved, now)
+        return resolved
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            for key in [key for key in self._found if key[0] == name]:
+                del self._found[key]
+
+
+_executables = _ExecutableCache()
 
 
 def _launch_failure(err: OSError, launch: _Launch) -> str:

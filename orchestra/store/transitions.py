@@ -142,9 +142,12 @@ def transition_seen(conn: Connection, moves: Sequence[Seen], now: datetime,
     when every request expects exactly the state its run was seen in and
     matches the run's worker and attempt, the checks run on the seen runs and
     the ``UPDATE``'s ``WHERE`` on those three columns is the compare-and-set.
-    If a row fails it (a cancel landed, another daemon recovered the run),
-    ``RunsChanged`` is raised: the caller rolls back and uses
-    ``transition_many``, which answers that request with its ``Conflict``.
+    Two requests for one run chain as in ``transition_many``: the second is
+    checked against what the first left (a job that started and already
+    ended: Pending -> Running -> Completed, written once, with both events).
+    If a row fails the compare-and-set (a cancel landed, another daemon
+    recovered the run), ``RunsChanged`` is raised: the caller rolls back and
+    uses ``transition_many``, which answers that request with its ``Conflict``.
     Any other batch goes ``transition_many``'s way at once. With ``events_out``,
     the events are appended there for the caller to insert in the same
     transaction (one insert for several writes of a pass), not inserted here.
@@ -154,43 +157,62 @@ def transition_seen(conn: Connection, moves: Sequence[Seen], now: datetime,
     batch = _seen_batch(moves, now) if conn.dialect.supports_sane_multi_rowcount else None
     if batch is None:
         return transition_many(conn, [request for _, request in moves], now)
-    results, events, columns = batch
-    params = sorted(  # rows locked in id order, as ``_LOCK`` does: two batches cannot deadlock
-        ({"b_id": run.id, "b_state": seen.state, "m_worker": seen.worker, "m_attempt": seen.attempt,
-          **{f"v_{column}": getattr(run, column) for column in columns}}
-         for (seen, _), run in zip(moves, results, strict=True)),
-        key=lambda row: row["b_id"],
-    )
-    if conn.execute(_seen_update_statement(columns), params).rowcount != len(params):
-        raise RunsChanged()
+    if len(batch.groups) > 1 and conn.dialect.name == "postgresql":
+        # Several UPDATEs lock rows group by group: take every lock first, in id
+        # order as ``_LOCK`` does, so that two transactions cannot deadlock.
+        conn.execute(_LOCK_IDS, {"ids": sorted(batch.stored)})
+    for columns, params in batch.groups.items():
+        params.sort(key=lambda row: row["b_id"])
+        if conn.execute(_seen_update_statement(columns), params).rowcount != len(params):
+            raise RunsChanged()
     if events_out is None:
-        insert_events(conn, events)
+        insert_events(conn, batch.events)
     else:
-        events_out += events
-    return list(results)
+        events_out += batch.events
+    return list(batch.results)
 
 
-def _seen_batch(moves: Sequence[Seen], now: datetime) -> tuple[list[Run], list[dict[str, Any]], tuple[str, ...]] | None:
-    """The runs after the moves, their events and the columns to write; None if the
-    batch does not qualify (see ``transition_seen``), or if its moves change different
-    columns (one statement would write stale values; rare, so the general way)."""
-    if not moves or len({run.id for run, _ in moves}) != len(moves):
+@dataclass
+class _SeenBatch:
+    """What ``transition_seen`` writes: per set of changed columns, one executemany."""
+
+    results: list[Run] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    stored: dict[str, Run] = field(default_factory=dict)  # run id -> as seen: the compare-and-set
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def _seen_batch(moves: Sequence[Seen], now: datetime) -> _SeenBatch | None:
+    """The runs after the moves, their events and the rows to write, grouped by the
+    columns they change (writing a column a move did not set would write back a
+    value the caller may hold stale, a lease renewed since, say); None if the batch
+    does not qualify (see ``transition_seen``)."""
+    if not moves:
         return None
-    results: list[Run] = []
-    events: list[dict[str, Any]] = []
-    column_sets: set[frozenset[str]] = set()
+    batch = _SeenBatch()
+    current: dict[str, Run] = {}  # run id -> as the moves so far left it
+    changed: dict[str, set[str]] = {}
     for seen, request in moves:
-        if (request.run_id != seen.id or request.expect != {seen.state} or seen.worker is None
-                or dict(request.match) != {"worker": seen.worker, "attempt": seen.attempt}
-                or _refusal(seen, request) is not None):
+        if request.run_id != seen.id:
             return None
-        values = _implied_values(seen, request.to_state, request.reason, now) | dict(request.fields)
-        results.append(evolve(seen, {**_as_stored(values), "state": request.to_state}))
-        events.append(event_row(results[-1], seen.state, now, request.reason))
-        column_sets.add(frozenset(values) | {"state"})
-    if len(column_sets) != 1:
-        return None
-    return results, events, tuple(sorted(column_sets.pop()))
+        base = current.get(seen.id, seen)
+        if (request.expect != {base.state} or base.worker is None
+                or dict(request.match) != {"worker": base.worker, "attempt": base.attempt}
+                or _refusal(base, request) is not None):
+            return None
+        values = _implied_values(base, request.to_state, request.reason, now) | dict(request.fields)
+        result = evolve(base, {**_as_stored(values), "state": request.to_state})
+        batch.stored.setdefault(seen.id, seen)
+        current[seen.id] = result
+        changed.setdefault(seen.id, {"state"}).update(values)
+        batch.results.append(result)
+        batch.events.append(event_row(result, base.state, now, request.reason))
+    for run_id, names in changed.items():
+        columns, seen, final = tuple(sorted(names)), batch.stored[run_id], current[run_id]
+        batch.groups.setdefault(columns, []).append(
+            {"b_id": run_id, "b_state": seen.state, "m_worker": seen.worker, "m_attempt": seen.attempt,
+             **{f"v_{column}": getattr(final, column) for column in columns}})
+    return batch
 
 
 @functools.cache
@@ -212,6 +234,7 @@ def _locked(conn: Connection, run_ids: Collection[str]) -> dict[str, Run]:
 # much as running it. In id order, so that two batches locking overlapping
 # runs on PostgreSQL cannot deadlock.
 _LOCK = select(runs).where(_C.id.in_(bindparam("ids", expanding=True))).order_by(_C.id).with_for_update()
+_LOCK_IDS = select(_C.id).where(_C.id.in_(bindparam("ids", expanding=True))).order_by(_C.id).with_for_update()
 
 
 @functools.cache

@@ -11,11 +11,15 @@ Time is injected (``now``), so tests drive the worker pass by pass.
 A step, in order: record jobs that ended (with retries), stop jobs whose run
 is being cancelled, stop jobs past their timeout, renew leases (and drop jobs
 whose lease another daemon revoked), recover orphans of dead workers, claim
-and start due runs. In a burst the first and the last go together: the ends
-are recorded and one pool claimed in one store write, and its runs start at
-once, before the rest of the pass (``_finish_and_claim``). Starting is in ``launching``, recovering in
-``recovery``, the decisions in ``outcomes``; this module sequences them and
-holds the in-memory state: the jobs it started, by run id.
+and start due runs. Starts do not block the pass: the start threads hand
+each outcome over and wake the loop, and the next pass records it. In a burst
+the first step and the last go together: the starts and ends since the last
+pass are recorded and one pool claimed in one store write, and its runs'
+jobs are launched at once, before the rest of the pass (``_finish_and_claim``).
+Starting is in ``launching``, what a pass records in ``recording``,
+recovering in ``recovery``, the decisions in ``outcomes``; this module
+sequences them and holds the in-memory state: the jobs it started, by run
+id, and the runs whose jobs are starting.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from orchestra.errors import NotFound
-from orchestra.runners.base import Runner
+from orchestra.runners.base import Runner, start_concurrency
 from orchestra.store import ACTIVE, CANCELLED, CANCELLING, RUNNING, FinishedAndClaimed, Run, Store
 from orchestra.workers.identity import worker_identity
-from orchestra.workers.launching import Launcher
+from orchestra.workers.launching import Launcher, Outcome, Started, StartError
 from orchestra.workers.outcomes import (
     CANCEL,
     CANCELLED_BY_REQUEST,
@@ -44,6 +48,7 @@ from orchestra.workers.outcomes import (
     seconds_text,
 )
 from orchestra.workers.adoption import adopt_orphans
+from orchestra.workers.recording import Ended, PassRecord
 from orchestra.workers.recovery import recover_runs
 from orchestra.workers.reporting import (
     Move,
@@ -65,6 +70,7 @@ CLAIM_BATCH = 50  # runs claimed per pool per step; a full batch asks for anothe
 CANCEL_POLL = 1.0  # seconds: how soon a cancel made by another process is noticed while jobs run
 BLOCKED_POLL = 1.0  # seconds: recheck due runs held back by a limit someone else may free
 STOP_JOIN_MARGIN = 5.0  # seconds a stopper may take beyond its grace (SIGKILL, output drain)
+GATHER_STARTS = 0.005  # seconds a pass may wait for starts in flight, to record them all in one write
 
 
 class LocalWorker:
@@ -82,13 +88,15 @@ class LocalWorker:
         self._launcher = Launcher(store, worker_id, Path(log_dir), python)
         self._resources = ResourceCache(store)
         self._jobs: dict[str, Supervised] = {}
+        self._launching: dict[str, Run] = {}  # claimed runs whose start outcome is not yet recorded
+        self._outcomes: list[Outcome] = []  # handed over by the start threads, taken by the next pass
+        self._outcomes_lock = threading.Lock()
         self._next_renewal: datetime | None = None
         self._next_orphan_check: datetime | None = None
         self._ended = threading.Event()
         self._closing = False
         self._warned: set[str] = set()
         self._backlog: set[str] = set()  # pools that had due runs left after their last claim
-        self._idle_before = True  # no job of ours ran when this pass began
         self._adopted = False  # the last pass's claim read the resource marker: no refresh needed
 
     def log_path(self, run_id: str) -> Path:
@@ -98,7 +106,7 @@ class LocalWorker:
 
     def recover(self, now: datetime) -> list[str]:
         """Move on the runs dead workers left active (see ``recovery``); their ids."""
-        runs = [run for run in self.store.active_runs() if run.id not in self._jobs]
+        runs = [run for run in self.store.active_runs() if not self._holds(run.id)]
         adopted, left = self._adopt(runs, now)
         recovered = adopted + recover_runs(self.store, self.runners, left, now)
         self._clean_up_terminal()
@@ -137,27 +145,27 @@ class LocalWorker:
     def step(self, now: datetime) -> datetime | None:
         """One pass (see the module docstring); when the next pass is needed, None if never.
 
-        When jobs ended, or a pool has runs left due, their ends are recorded
-        and that pool claimed in one store write (``_finish_and_claim``): in a
-        burst that is every pass, and one write instead of two writes and
-        three reads is most of what a wave of runs costs the loop.
+        When jobs started or ended, or a pool has runs left due, all of it is
+        recorded and that pool claimed in one store write (``_finish_and_claim``):
+        in a burst that is every pass, and one write instead of three writes
+        and three reads is most of what a wave of runs costs the loop.
         """
-        self._idle_before = not self._jobs  # before ends are recorded: see ``_start``
-        ended = self._poll_ended()
+        self._gather_starts()
+        record = self._pass_record(now)
         # The last pass's claim read the resource marker, and this one's will: no refresh needed.
-        fresh = self._adopted and bool(ended or self._backlog)
+        fresh = self._adopted and bool(record.moves or self._backlog)
         if not fresh:
             self._resources.refresh()
         self._adopted = False
         served = [] if self._closing else self._served_pools()
         waits: list[datetime] = []
-        fused = self._finish_and_claim(ended, served, now)
+        fused = self._finish_and_claim(record, served, now)
         if fused is None:
             if fresh:  # no claim read the marker after all
                 self._resources.refresh()
                 served = [] if self._closing else self._served_pools()
-            self._record_ended(now, ended)
-        else:  # started at once: a claimed run waits for nothing else of the pass
+            self._write(record, now)
+        else:  # launched at once: a claimed run waits for nothing else of the pass
             pool, done = fused
             waits += self._claim_and_start(pool, dict(served)[pool], now, done)
         self._handle_cancels(now, fused[1].cancelling if fused else None)
@@ -175,41 +183,135 @@ class LocalWorker:
         """Stop claiming; give running jobs ``grace`` seconds to end, then cancel the rest."""
         self._closing = True
         deadline = time.monotonic() + grace
-        while self._jobs and (left := deadline - time.monotonic()) > 0:
+        while self._busy() and (left := deadline - time.monotonic()) > 0:
             self._ended.clear()  # before polling: an end after the poll sets it again
             self._supervise(now_fn())
-            if self._jobs:
+            if self._busy():
                 self._ended.wait(min(left, CANCEL_POLL))
+        self._await_starts(now_fn, STOP_JOIN_MARGIN)
         if self._jobs:
             self._cancel_all(now_fn)
+
+    def _busy(self) -> bool:
+        return bool(self._jobs or self._launching)
+
+    def _holds(self, run_id: str) -> bool:
+        """Is a job of this run ours: running, or starting?"""
+        return run_id in self._jobs or run_id in self._launching
+
+    def _await_starts(self, now_fn: Callable[[], datetime], timeout: float) -> None:
+        """Record the starts still in flight (a start outlasting the grace), for at most ``timeout``
+        seconds: a job is cancelled only once it is supervised."""
+        deadline = time.monotonic() + timeout
+        while self._launching and (left := deadline - time.monotonic()) > 0:
+            self._ended.clear()
+            self._write(self._pass_record(now_fn(), poll_ends=False), now_fn())
+            if self._launching:
+                self._ended.wait(min(left, CANCEL_POLL))
+        for run_id in self._launching:
+            log.warning("run %s: its job was still starting at shutdown; left for recovery", run_id[:12])
 
     # -- supervision ----------------------------------------------------------------
 
     def _supervise(self, now: datetime) -> None:
-        """Steps 1-4 of a pass: everything about the jobs already running."""
-        self._record_ended(now)
+        """Steps 1-4 of a pass: everything about the jobs already running or starting."""
+        self._write(self._pass_record(now), now)
         self._handle_cancels(now)
         self._enforce_timeouts(now)
         self._renew_leases(now)
 
-    def _record_ended(self, now: datetime, ended: list[tuple[Supervised, int]] | None = None) -> None:
-        """Record every job that ended since the last pass, all in one transaction.
+    def _pass_record(self, now: datetime, *, poll_ends: bool = True) -> PassRecord:
+        """What this pass records: the start outcomes handed over and the jobs that ended."""
+        outcomes = self._take_outcomes()
+        return PassRecord.build(outcomes, self._poll_ended() if poll_ends else [],
+                                running_move=self._launcher.running_move,
+                                end_move=lambda entry, code: self._end_move(entry, code, now))
 
-        Each outcome is decided from the run as this worker last saw it, and
+    def _gather_starts(self) -> None:
+        """Wait, at most ``GATHER_STARTS``, until every start in flight has handed its
+        outcome over.
+
+        A pass costs the store about as much for one run as for eight: woken by
+        the first start of a wave, a pass would record it alone and the next
+        ones likewise. Starts take a millisecond or so each, and the jobs of a
+        burst end in about as long: waiting for the wave records it whole, with
+        the ends that came meanwhile, and claims the room they freed at once.
+        No job of ours running means no burst under way: a wave starting from
+        quiet is recorded as its starts come, so the first is recorded at once.
+        """
+        if not self._jobs:  # the first wave after a quiet spell: its first job is recorded at once
+            return
+        deadline = time.monotonic() + GATHER_STARTS
+        while self._starts_in_flight() and (left := deadline - time.monotonic()) > 0:
+            self._ended.clear()  # before looking again: a hand-over after the look sets it
+            if not self._starts_in_flight():
+                return
+            self._ended.wait(left)
+
+    def _starts_in_flight(self) -> int:
+        with self._outcomes_lock:
+            return len(self._launching) - len(self._outcomes)
+
+    def _take_outcomes(self) -> list[Outcome]:
+        """The start outcomes handed over since the last pass. A start that raised
+        what no worker may swallow is raised here, once every job started but not
+        yet recorded is killed: their runs stay Pending until their lease runs out."""
+        with self._outcomes_lock:
+            taken, self._outcomes = self._outcomes, []
+        for outcome in taken:
+            self._launching.pop(outcome.run.id, None)
+        errors = [outcome for outcome in taken if isinstance(outcome, StartError)]
+        if errors:
+            for outcome in taken:
+                if isinstance(outcome, Started):
+                    outcome.entry.handle.kill()
+            raise errors[0].error
+        return taken
+
+    def _deliver(self, outcome: Outcome) -> None:
+        """Called by the start threads (or the loop's) with each start's outcome."""
+        with self._outcomes_lock:
+            self._outcomes.append(outcome)
+        self._job_ended()
+
+    def _write(self, record: PassRecord, now: datetime) -> None:
+        """Record the pass in one transaction, and act on what it settled.
+
+        Each end is decided from the run as this worker last saw it, and
         stored only if the run is still in that state under this worker and
         attempt (compare-and-set). A run that changed meanwhile (a cancel
         landed) is re-read and re-decided, one by one: the rare case.
         """
-        ended = self._poll_ended() if ended is None else ended
-        if ended:
-            moves = [self._end_move(entry, code, now) for entry, code in ended]
-            self._settle_ended(ended, apply_moves(self.store, moves), now)
+        if record.moves:
+            self._settle(record, self._recorded(record, lambda: apply_moves(self.store, record.moves)), now)
 
-    def _poll_ended(self) -> list[tuple[Supervised, int]]:
+    @staticmethod
+    def _recorded(record: PassRecord, write: Callable[[], list[Run | None]]) -> list[Run | None]:
+        """``write()``'s answers; if it fails, the jobs it was to record as started are
+        killed (a job nobody supervises must not run on) and their runs left Pending
+        until their lease runs out; the ended jobs are polled again by the next pass."""
+        try:
+            return write()
+        except BaseException:
+            for job in record.started:
+                job.entry.handle.kill()
+            raise
+
+    def _settle(self, record: PassRecord, results: list[Run | None], now: datetime) -> None:
+        settled = record.settle(results)
+        for entry in settled.running:
+            self._supervise_job(entry, now)
+        for entry, moved in settled.finished:
+            self._noted_end(entry, moved)
+        for entry in self._launcher.settle_lost(settled.lost):
+            self._supervise_job(entry, now)
+        self._settle_ended(record.ended, settled.ended, now)
+
+    def _poll_ended(self) -> list[Ended]:
         """The jobs that ended since the last pass, with their exit codes."""
         return [(entry, code) for entry in self._jobs.values() if (code := entry.handle.poll()) is not None]
 
-    def _settle_ended(self, ended: list[tuple[Supervised, int]], results: list[Run | None], now: datetime) -> None:
+    def _settle_ended(self, ended: list[Ended], results: list[Run | None], now: datetime) -> None:
         """Forget the ended jobs whose end was stored; re-decide those whose run changed."""
         changed = []
         for (entry, code), moved in zip(ended, results, strict=True):
@@ -268,6 +370,8 @@ class LocalWorker:
             cancelling = self.store.runs_in_states(CANCELLING, worker=self.worker_id)
         for run in cancelling:
             entry = self._jobs.get(run.id)
+            if entry is None and run.id in self._launching:
+                continue  # its job is starting: once recorded, it is stopped (``settle_lost``)
             if entry is None:
                 jobless.append(move_request(run, CANCELLED, CANCELLED_BY_REQUEST, end_time=now))
                 continue
@@ -321,7 +425,7 @@ class LocalWorker:
         if self._next_orphan_check is not None and now < self._next_orphan_check:
             return
         self._next_orphan_check = now + timedelta(seconds=self.lease_seconds / 3)
-        expired = [run for run in self.store.expired_leases(now) if run.id not in self._jobs]
+        expired = [run for run in self.store.expired_leases(now) if not self._holds(run.id)]
         recover_runs(self.store, self.runners, self._adopt(expired, now)[1], now)
 
     def _served_pools(self) -> list[tuple[str, Runner]]:
@@ -341,9 +445,9 @@ class LocalWorker:
                                            "which this worker cannot run; its runs wait for another worker")
         return served
 
-    def _finish_and_claim(self, ended: list[tuple[Supervised, int]], served: list[tuple[str, Runner]],
+    def _finish_and_claim(self, record: PassRecord, served: list[tuple[str, Runner]],
                           now: datetime) -> tuple[str, FinishedAndClaimed] | None:
-        """Record the ``ended`` jobs and claim one pool, in one store write; the pool and
+        """Record the pass and claim one pool, in one store write; the pool and
         what the store did, or None when there is nothing to do together (no pool
         wants a claim, or the store cannot: a remote worker's, say).
 
@@ -353,20 +457,19 @@ class LocalWorker:
         fused = getattr(self.store, "finish_and_claim", None)
         pools = [name for name, _ in served]
         wanting = [name for name in pools if name in self._backlog]
-        wanting += [entry.run.pool for entry, _ in ended if entry.run.pool in pools]
+        wanting += [name for name in record.freed_pools() if name in pools]
         if fused is None or not wanting:
             return None
         pool = wanting[0]
-        moves = [self._end_move(entry, code, now) for entry, code in ended]
         self._backlog.discard(pool)  # until the store says otherwise (``_claim_and_start``)
-        result: FinishedAndClaimed = fused(moves, pool, now=now,
-                                           worker=self.worker_id, max_count=CLAIM_BATCH,
-                                           lease_seconds=self.lease_seconds)
+        result: FinishedAndClaimed = self._recorded(record, lambda: fused(
+            record.moves, pool, now=now, worker=self.worker_id, max_count=CLAIM_BATCH,
+            lease_seconds=self.lease_seconds))
         if result.resource_revision is not None:
             self._resources.adopt(result.resource_revision, result.deployments)
             self._adopted = True  # read in this pass's write: as fresh as the next pass's refresh
-        if ended:
-            self._settle_ended(ended, report_moves(moves, result.finished), now)
+        if record.moves:
+            self._settle(record, report_moves(record.moves, result.finished), now)
         return pool, result
 
     def _claim_and_start(self, pool: str, runner: Runner, now: datetime,
@@ -410,20 +513,19 @@ class LocalWorker:
         return [due if due > now else now + timedelta(seconds=BLOCKED_POLL)]
 
     def _start(self, claimed: list[Run], runner: Runner, now: datetime) -> None:
-        """Start the claimed runs; each wave is recorded Running in one write.
-
-        When no job of ours ran, the first run is a wave of its own: the first
-        run due at a boundary is then recorded as started without waiting for
-        the others' starts (a few milliseconds each), at the price of one more
-        write at the start of a burst, never while one drains.
-        """
-        waves = [claimed[:1], claimed[1:]] if self._idle_before and len(claimed) > 1 else [claimed]
-        for wave in waves:
-            launched = self._launcher.launch(wave, runner, now, self._resources)
-            for entry in launched.running:
-                self._supervise_job(entry, now)
-            for entry in self._launcher.settle_lost(launched.lost):
-                self._supervise_job(entry, now)
+        """Launch the claimed runs' jobs. Started in the start threads, they are
+        recorded by the next pass; started here, one by one (a runner whose
+        ``start`` is not thread-safe), they are done already: recorded at once."""
+        for run in claimed:
+            self._launching[run.id] = run
+        try:
+            self._launcher.launch(claimed, runner, now, self._resources, self._deliver)
+        except BaseException:  # nothing was started (see ``Launcher.launch``): recovery moves them on
+            for run in claimed:
+                self._launching.pop(run.id, None)
+            raise
+        if start_concurrency(runner) <= 1:
+            self._write(self._pass_record(now, poll_ends=False), now)
 
     def _supervise_job(self, entry: Supervised, now: datetime) -> None:
         self._jobs[entry.run.id] = entry
@@ -462,6 +564,6 @@ class LocalWorker:
         for entry in list(self._jobs.values()):
             if entry.stopper is not None:
                 entry.stopper.join(entry.grace + STOP_JOIN_MARGIN)
-        self._record_ended(now_fn())
+        self._write(self._pass_record(now_fn()), now_fn())
         for entry in self._jobs.values():
             log.warning("%s: job did not end after SIGKILL; left for recovery", label(entry.run))
