@@ -91,10 +91,10 @@ class TrackingRunner:
 
 
 class ConcurrentRunner(TrackingRunner):
-    """The tracking runner, declaring its starts thread-safe as ProcessRunner does: the
-    worker starts its jobs in the start threads and records them in a later pass."""
+    """The tracking runner, declaring its starts thread-safe (as a runner whose start waits
+    on something slow would): the worker starts its jobs in its start threads."""
 
-    concurrent_starts = ProcessRunner.concurrent_starts
+    concurrent_starts = 8
 
 
 class Gate:
@@ -157,6 +157,21 @@ class World:
         self.apply(deployment(name, command=command, **spec))
 
     # -- driving ------------------------------------------------------------------------
+
+    def step(self, now: datetime, timeout: float = 10.0) -> datetime | None:
+        """A pass, and the passes the daemon makes at once after it until the jobs it
+        started are recorded (a start is recorded by the pass after it)."""
+        deadline = time.monotonic() + timeout
+        wait = self.worker.step(now)
+        for _ in range(1000):
+            if not self.worker.starting:
+                return wait
+            if time.monotonic() > deadline:
+                break
+            self.woke.wait(0.05)
+            self.woke.clear()
+            wait = self.worker.step(now)
+        pytest.fail("timed out waiting for the starts to be recorded")
 
     def step_until(self, predicate: Callable[[], Any], now: datetime, timeout: float = 10.0,
                    what: str = "condition", each: Callable[[], None] = lambda: None) -> Any:

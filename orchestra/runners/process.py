@@ -23,7 +23,6 @@ import os
 import selectors
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import Any
 from orchestra.durations import parse_duration
 from orchestra.runners.base import LaunchError, check_env, check_grace, check_log_max, check_string, json_type
 from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES, BoundedLogWriter
+from orchestra.runners.spawn import Child, spawn
 
 __all__ = ["PROCESS_JOB_FIELDS", "ProcessHandle", "ProcessRunner", "validate_process_job"]
 
@@ -55,12 +55,11 @@ class _Tracked:
     (part of the handle's ident) is read while the PID is still ours.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], writer: BoundedLogWriter) -> None:
-        self.popen = popen
-        self.pid = popen.pid
+    def __init__(self, child: Child, writer: BoundedLogWriter) -> None:
+        self.child = child
+        self.pid = child.pid
         self.writer = writer
-        assert popen.stdout is not None
-        self.pipe_fd = popen.stdout.fileno()
+        self.pipe_fd = child.stdout
         os.set_blocking(self.pipe_fd, False)
         self.pidfd: int | None = None
         self.lock = threading.Lock()
@@ -102,7 +101,7 @@ class _Tracked:
         with self.lock:
             self._read_start_time()  # the last moment it can be read
             _killpg(self.pid, signal.SIGKILL)
-            self.returncode = self.popen.wait()
+            self.returncode = self.child.wait()
             self.reaped = True
         self.drain_deadline = time.monotonic() + drain_grace
 
@@ -271,8 +270,7 @@ class _Pump:
 
     def _close_pipe(self, job: _Tracked) -> None:
         self._sel.unregister(job.pipe_fd)
-        assert job.popen.stdout is not None
-        job.popen.stdout.close()
+        job.child.close_stdout()
         job.eof = True
         self._maybe_finish(job)
 
@@ -365,7 +363,7 @@ class ProcessRunner:
     5.3; ``drain_grace`` bounds how long output is read after the job ended.
     """
 
-    concurrent_starts = 8  # ``start`` is thread-safe, and a launch mostly waits for the kernel
+    concurrent_starts = 1  # started in the worker's own thread: see ``runners.spawn``
 
     def __init__(self, base_dir: Path, *, use_pidfd: bool = True, drain_grace: float = DRAIN_GRACE) -> None:
         self._base_dir = Path(base_dir).resolve()
@@ -388,12 +386,12 @@ class ProcessRunner:
         launch = self._resolve(run_id, job)
         writer = BoundedLogWriter(Path(log_path), launch.log_max_bytes)
         try:
-            popen = _spawn(launch)
+            child = _spawn(launch)
         except LaunchError:
             writer.close()
             raise
-        tracked = _Tracked(popen, writer)
-        tracked.pidfd = self._open_pidfd(popen.pid)
+        tracked = _Tracked(child, writer)
+        tracked.pidfd = self._open_pidfd(child.pid)
         _shared_pump().add(tracked, self._drain_grace)
         return ProcessHandle(tracked, launch.grace)
 
@@ -456,35 +454,22 @@ class ProcessRunner:
 # --- launching ---------------------------------------------------------------
 
 
-def _spawn(launch: _Launch) -> subprocess.Popen[bytes]:
+def _spawn(launch: _Launch) -> Child:
     """Start the process (argv as is, never a shell) or raise ``LaunchError``."""
-    executable = _executables.lookup(launch.argv[0], launch.env.get("PATH", os.defpath))
+    name = launch.argv[0]
+    executable = name if os.sep in name else _executables.lookup(name, launch.env.get("PATH", os.defpath))
     try:
         try:
-            return _popen(launch, executable)
+            return spawn(launch.argv, executable=executable, env=launch.env, cwd=str(launch.cwd))
         except FileNotFoundError:
-            if executable is None:
+            if executable is None or os.sep in name:
                 raise
             # Removed since it was found (or a missing #! interpreter, or working
             # directory): search the PATH as the child would, which says which.
-            _executables.forget(launch.argv[0])
-            return _popen(launch, None)
+            _executables.forget(name)
+            return spawn(launch.argv, executable=None, env=launch.env, cwd=str(launch.cwd))
     except OSError as err:
         raise LaunchError(_launch_failure(err, launch)) from None
-
-
-def _popen(launch: _Launch, executable: str | None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        launch.argv,
-        executable=executable,
-        cwd=str(launch.cwd),
-        env=launch.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        bufsize=0,
-    )
 
 
 class _ExecutableCache:

@@ -151,6 +151,23 @@ def _create_paused_schedules(conn: Connection) -> None:
     ).create(conn)
 
 
+def _index_dispatch_order_and_worker_state(conn: Connection) -> None:
+    """The claim reads due runs in (scheduled_time, created_at, id) order, a page at a
+    time: with only the time in the index, runs due at one boundary were all read and
+    sorted for every page. A worker asks for its runs in a state (being cancelled,
+    active) on every pass: indexed by worker alone, that read every run it ever ran."""
+    runs = Table(
+        "runs", MetaData(),
+        Column("id", String(32)), Column("state", String(16)), Column("pool", String(253)),
+        Column("worker", String(253)), Column("scheduled_time", UTCDateTime), Column("created_at", UTCDateTime),
+    )
+    c = runs.c
+    Index("ix_runs_state_pool_scheduled", c.state, c.pool, c.scheduled_time).drop(conn)
+    Index("ix_runs_dispatch", c.state, c.pool, c.scheduled_time, c.created_at, c.id).create(conn)
+    Index("ix_runs_worker", c.worker).drop(conn)
+    Index("ix_runs_worker_state", c.worker, c.state).create(conn)
+
+
 class Migration(NamedTuple):
     version: int
     name: str
@@ -163,6 +180,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "create revisions", _create_revisions),
     Migration(4, "create status", _create_status),
     Migration(5, "create paused_schedules", _create_paused_schedules),
+    Migration(6, "index dispatch order and worker state", _index_dispatch_order_and_worker_state),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from orchestra.errors import NotFound
-from orchestra.runners.base import Runner, start_concurrency
+from orchestra.runners.base import Runner
 from orchestra.store import ACTIVE, CANCELLED, CANCELLING, RUNNING, FinishedAndClaimed, Run, Store
 from orchestra.workers.identity import worker_identity
 from orchestra.workers.launching import Launcher, Outcome, Started, StartError
@@ -101,6 +101,11 @@ class LocalWorker:
 
     def log_path(self, run_id: str) -> Path:
         return self._launcher.log_path(run_id)
+
+    @property
+    def starting(self) -> int:
+        """Runs claimed whose start is not recorded yet: the next pass records them."""
+        return len(self._launching)
 
     # -- the daemon's calls ---------------------------------------------------------
 
@@ -513,9 +518,8 @@ class LocalWorker:
         return [due if due > now else now + timedelta(seconds=BLOCKED_POLL)]
 
     def _start(self, claimed: list[Run], runner: Runner, now: datetime) -> None:
-        """Launch the claimed runs' jobs. Started in the start threads, they are
-        recorded by the next pass; started here, one by one (a runner whose
-        ``start`` is not thread-safe), they are done already: recorded at once."""
+        """Launch the claimed runs' jobs; the next pass records how each start went
+        (each hand-over wakes the loop for it), with the ends and the next claim."""
         for run in claimed:
             self._launching[run.id] = run
         try:
@@ -524,8 +528,6 @@ class LocalWorker:
             for run in claimed:
                 self._launching.pop(run.id, None)
             raise
-        if start_concurrency(runner) <= 1:
-            self._write(self._pass_record(now, poll_ends=False), now)
 
     def _supervise_job(self, entry: Supervised, now: datetime) -> None:
         self._jobs[entry.run.id] = entry

