@@ -289,3 +289,26 @@ def test_evolve_is_replace_and_refuses_unknown_fields(store: Store) -> None:
 
 def names(runs: list[Run]) -> list[str]:
     return [r.deployment for r in runs]
+
+
+def test_a_start_an_end_and_a_job_both_started_and_ended_are_one_write_without_reads(store: Store) -> None:
+    """Moves changing different columns are written per set of columns; a run started
+    and ended since it was seen chains its two moves, written once with both events."""
+    store.apply_resources([pool(), deployment("etl")], [])
+    for minutes in range(3):
+        due(store, "etl", minutes)
+    only_started, quick, long_running = claim(store)
+    long_running = start(store, long_running)
+    lease = store.get_run(long_running.id).lease_expires_at
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    quick_running = dataclasses.replace(quick, state=RUNNING)
+    moves = [started(only_started), started(quick), ended(quick_running), ended(long_running)]
+    results = store.transition_seen(moves)
+    assert [r.state for r in results if isinstance(r, Run)] == [RUNNING, RUNNING, COMPLETED, COMPLETED]
+    assert not [s for s in statements if s.lstrip().upper().startswith("SELECT") and "FOR UPDATE" not in s]
+    assert [e.to_state for e in store.events(quick.id)] == [SCHEDULED, PENDING, RUNNING, COMPLETED]
+    stored = store.get_run(quick.id)
+    assert (stored.state, stored.runner_ident, stored.exit_code) == (COMPLETED, f"pid-{quick.id[:6]}", 0)
+    assert store.get_run(only_started.id).state == RUNNING
+    assert store.get_run(long_running.id).state == COMPLETED and lease is not None
