@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
-from worker_fixtures import T0, Gate, World, at, pool, wait_for, world_fixture  # noqa: F401
+from worker_fixtures import T0, Gate, World, at, group_is_gone, pool, wait_for, world_fixture  # noqa: F401
 
+from orchestra.errors import StoreError
 from orchestra.store import CANCELLED, CANCELLING, COMPLETED, PENDING, RUNNING, SCHEDULED, Store
 from orchestra.workers import LocalWorker
 
@@ -59,12 +61,14 @@ def test_the_room_an_ended_job_frees_is_claimed_and_started_in_the_same_pass(wor
 
 def test_a_deployment_changed_while_jobs_ran_is_rendered_anew_in_a_burst_pass(world: World) -> None:
     """The claim hands its deployments to the worker's cache: they must be the current ones."""
+    gate = Gate(world.tmp)
     world.apply(pool("local", concurrencyLimit=1))
-    world.job("show", ["echo", "before"])
+    world.job("show", gate.printing("before"))
     first, second = world.run("show", at(-60)), world.run("show", at(-30))
     world.step(T0)
     assert world.state(first) == RUNNING
-    world.job("show", ["echo", "after"])
+    world.job("show", gate.printing("after"))
+    gate.open()
     wait_for(lambda: world.runner.handles[first.id].poll() is not None, what="the first job to end")
     world.step_until(world.reached(second, COMPLETED), at(1), what="the second run")
     assert world.log(first).splitlines()[1] == "before"
@@ -85,10 +89,13 @@ def test_a_pause_made_while_jobs_ran_holds_back_the_burst_pass(world: World) -> 
 
 
 def test_a_cancel_that_lands_as_the_job_ends_is_recorded_once(world: World) -> None:
+    gate = Gate(world.tmp)
     world.apply(pool("local", concurrencyLimit=1))
-    world.job("quick", ["true"])
+    world.job("quick", gate.command)
     first, second = world.run("quick", at(-60)), world.run("quick", at(-30))
     world.step(T0)
+    assert world.state(first) == RUNNING
+    gate.open()
     wait_for(lambda: world.runner.handles[first.id].poll() is not None, what="the first job to end")
     world.store.transition(first.id, CANCELLING, "cancel requested", expect={RUNNING})
     world.step_until(world.reached(second, COMPLETED), at(1), what="the second run")
@@ -106,3 +113,45 @@ def test_a_store_without_finish_and_claim_drains_the_same_way(world: World, tmp_
     for run in runs:
         assert [(e[0], e[1]) for e in world.reasons(run)] == [
             (None, SCHEDULED), (SCHEDULED, PENDING), (PENDING, RUNNING), (RUNNING, COMPLETED)]
+
+
+class FlakyStore:
+    """A real store whose writes fail while ``down`` (the database unreachable): the
+    failure is the store's own error type, raised where the real one raises it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+        if name not in ("finish_and_claim", "transition_seen", "transition_many"):
+            return method
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreError("store unavailable: the database is not reachable (test)")
+            return method(*args, **kwargs)
+        return write
+
+
+def test_jobs_whose_start_cannot_be_recorded_are_killed_and_their_runs_left_to_their_lease(
+        world: World, tmp_path: Path) -> None:
+    flaky = FlakyStore(world.store)
+    world.worker = LocalWorker(flaky, runners={"process": world.runner},  # type: ignore[arg-type]
+                               log_dir=tmp_path / "logs", worker_id=world.worker.worker_id, on_change=world.woke.set)
+    world.apply(pool("local", concurrencyLimit=2))
+    world.job("long", ["sleep", "30"])
+    runs = [world.run("long") for _ in range(2)]
+    world.worker.step(T0)  # claimed, and their jobs started: the next pass records them
+    assert world.worker.starting == 2 and all(run.id in world.runner.handles for run in runs)
+    flaky.down = True
+    with pytest.raises(StoreError):
+        world.worker.step(at(1))
+    for run in runs:  # no job runs on that nobody supervises
+        wait_for(lambda run=run: group_is_gone(world.pid(run)), what="the unrecorded job killed")
+        assert world.state(run) == PENDING  # the lease runs out, and recovery moves it on
+    flaky.down = False
+    assert world.worker.starting == 0
+    world.worker.step(at(2))  # the worker goes on; nothing of those runs is left in it
+    assert {world.state(run) for run in runs} == {PENDING}

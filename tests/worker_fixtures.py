@@ -105,8 +105,12 @@ class Gate:
 
     @property
     def command(self) -> list[str]:
-        return ["sh", "-c", 'i=0; while [ ! -e "$1" ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done',
-                "gate", str(self.path)]
+        return self.printing("")
+
+    def printing(self, text: str) -> list[str]:
+        """The command, printing ``text`` first (nothing if empty)."""
+        wait = 'i=0; while [ ! -e "$1" ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done'
+        return ["sh", "-c", f'[ -z "$2" ] || echo "$2"; {wait}', "gate", str(self.path), text]
 
     def open(self) -> None:
         self.path.touch()

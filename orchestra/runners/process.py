@@ -475,9 +475,10 @@ def _spawn(launch: _Launch) -> Child:
 class _ExecutableCache:
     """Where a command name resolves on the PATH, remembered for ``TTL`` seconds.
 
-    Without it the child tries ``execve`` in every PATH directory before the
-    right one, while the launching thread waits (a sixth of a short job's
-    launch with a dozen directories). Only names looked up on a PATH of
+    ``posix_spawn`` needs the file itself (``runners.spawn``), and searching the
+    PATH costs a ``stat`` per directory before the right one (``Popen`` had the
+    child try ``execve`` in each: a sixth of a short job's launch with a dozen
+    directories). Only names looked up on a PATH of
     absolute directories are kept, as the child resolves relative ones from
     its own working directory; a program installed earlier on the PATH is
     found once the entry expires, and one removed is searched again at once.
@@ -491,13 +492,13 @@ class _ExecutableCache:
 
     def lookup(self, name: str, path: str) -> str | None:
         """The file the child would run for ``name``; None: let the child search."""
-        if os.sep in name or not all(os.path.isabs(d) for d in path.split(os.pathsep)):
-            return None
         key, now = (name, path), time.monotonic()
         with self._lock:
             found = self._found.get(key)
         if found is not None and now - found[1] < self.TTL:
             return found[0]
+        if os.sep in name or not all(os.path.isabs(d) for d in path.split(os.pathsep)):
+            return None
         resolved = shutil.which(name, path=path)
         if resolved is None:
             return None

@@ -91,7 +91,7 @@ def _posix_spawn(libc: Any, argv: Sequence[str], executable: str, env: Mapping[s
     try:
         path = os.fsencode(executable)
         args = [os.fsencode(arg) for arg in argv]
-        environment = [os.fsencode(key) + b"=" + os.fsencode(value) for key, value in env.items()]
+        environment = [_env_entry(key, value) for key, value in env.items()]
         directory = os.fsencode(cwd)
     except (UnicodeError, ValueError):
         return None
@@ -116,6 +116,13 @@ def _posix_spawn(libc: Any, argv: Sequence[str], executable: str, env: Mapping[s
         os.close(read_end)
         return None
     return Child(pid.value, read_end)
+
+
+@functools.lru_cache(maxsize=4096)
+def _env_entry(key: str, value: str) -> bytes:
+    """``KEY=value`` as the child gets it; every job gets the daemon's environment, so the
+    same few dozen entries are encoded once, not per job."""
+    return os.fsencode(key) + b"=" + os.fsencode(value)
 
 
 def _set_up(libc: Any, actions: Any, attributes: Any, write_end: int, directory: bytes) -> int:

@@ -329,8 +329,12 @@ def _mark_claimed(conn: Connection, chosen: list[Run], worker: str, lease: datet
     values: dict[str, Any] = {
         "state": PENDING, "worker": worker, "lease_expires_at": lease, "state_reason": f"claimed by {worker}",
     }
-    params = {"ids": [run.id for run in chosen], "worker": worker, "lease": lease, "reason": values["state_reason"]}
-    claimed = set(conn.execute(_MARK_CLAIMED, params).scalars())
+    rows = [{"b_id": run.id, "worker": worker, "lease": lease, "reason": values["state_reason"]} for run in chosen]
+    if conn.dialect.supports_sane_multi_rowcount and conn.execute(_MARK_ONE_CLAIMED, rows).rowcount == len(rows):
+        claimed = {run.id for run in chosen}  # every row: the usual case, without a list to render per claim
+    else:  # some were not Scheduled any more (or the driver cannot count): ask which were claimed
+        params = {"ids": [run.id for run in chosen], "worker": worker, "lease": lease, "reason": values["state_reason"]}
+        claimed = set(conn.execute(_MARK_CLAIMED, params).scalars()) | _claimed_by(conn, chosen, worker)
     ordered = [evolve(run, values) for run in chosen if run.id in claimed]
     events = [event_row(run, SCHEDULED, now) for run in ordered]
     if events_out is None:
@@ -347,6 +351,20 @@ _MARK_CLAIMED = (
             state_reason=bindparam("reason"))
     .returning(_C.id)
 )
+# The same, one run per row of an executemany: an IN list is rendered anew for every
+# claim (its length varies), a fixed statement is not.
+_MARK_ONE_CLAIMED = (
+    runs.update()
+    .where(_C.id == bindparam("b_id"), _C.state == SCHEDULED)
+    .values(state=PENDING, worker=bindparam("worker"), lease_expires_at=bindparam("lease"),
+            state_reason=bindparam("reason"))
+)
+
+
+def _claimed_by(conn: Connection, chosen: list[Run], worker: str) -> set[str]:
+    """Which of ``chosen`` are Pending under ``worker`` now (after a partial executemany)."""
+    query = select(_C.id).where(_C.id.in_([run.id for run in chosen]), _C.state == PENDING, _C.worker == worker)
+    return set(conn.execute(query).scalars())
 
 
 def explain_waiting(conn: Connection, pool: str, now: datetime, limit: int = 1000) -> list[tuple[Run, str]]:

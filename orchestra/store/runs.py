@@ -201,15 +201,18 @@ def runs_in_states(
     filters = {"pool": pool, "worker": worker, "deployment": deployment}
     given = {name: value for name, value in filters.items() if value is not None}
     wanted = sorted({states} if isinstance(states, str) else set(states))
-    query = _runs_in_states_query(tuple(sorted(given)))
-    return runs_from(conn.execute(query, {"states": wanted, **given}))
+    query = _runs_in_states_query(tuple(sorted(given)), len(wanted) == 1)
+    state: Any = wanted[0] if len(wanted) == 1 else wanted
+    return runs_from(conn.execute(query, {"states": state, **given}))
 
 
 @functools.cache
-def _runs_in_states_query(filters: tuple[str, ...]) -> Any:
+def _runs_in_states_query(filters: tuple[str, ...], one_state: bool) -> Any:
     """Built once per combination of filters: a worker asks this on every pass, and
-    building a statement costs more than running it on a small indexed set."""
-    query = select(runs).where(_C.state.in_(bindparam("states", expanding=True)))
+    building a statement costs more than running it on a small indexed set. One state
+    is compared with ``=``: an ``IN`` list is rendered anew at every execution."""
+    query = select(runs).where(_C.state == bindparam("states") if one_state
+                               else _C.state.in_(bindparam("states", expanding=True)))
     for name in filters:
         query = query.where(_C[name] == bindparam(name))
     return query.order_by(_C.scheduled_time, _C.created_at, _C.id)

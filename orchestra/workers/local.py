@@ -159,10 +159,14 @@ class LocalWorker:
         record = self._pass_record(now)
         # The last pass's claim read the resource marker, and this one's will: no refresh needed.
         fresh = self._adopted and bool(record.moves or self._backlog)
-        if not fresh:
-            self._resources.refresh()
+        try:
+            if not fresh:
+                self._resources.refresh()
+            served = [] if self._closing else self._served_pools()
+        except BaseException:
+            record.abandon()
+            raise
         self._adopted = False
-        served = [] if self._closing else self._served_pools()
         waits: list[datetime] = []
         fused = self._finish_and_claim(record, served, now)
         if fused is None:
@@ -298,8 +302,7 @@ class LocalWorker:
         try:
             return write()
         except BaseException:
-            for job in record.started:
-                job.entry.handle.kill()
+            record.abandon()
             raise
 
     def _settle(self, record: PassRecord, results: list[Run | None], now: datetime) -> None:

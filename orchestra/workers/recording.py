@@ -69,6 +69,13 @@ class PassRecord:
         moves += [end_move(entry, code) for entry, code in ended]
         return cls(started, chained, not_started, list(ended), moves)
 
+    def abandon(self) -> None:
+        """The pass failed before its write: kill the jobs it was to record as started
+        (a job nobody supervises must not run on); their runs stay Pending until their
+        lease runs out. The ended jobs stay where they are, polled again by the next pass."""
+        for job in self.started:
+            job.entry.handle.kill()
+
     def freed_pools(self) -> list[str]:
         """The pools a job ended in, in order: where a claim is likely to find room."""
         return [entry.run.pool for entry, _ in self.ended] + [
