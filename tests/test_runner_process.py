@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -549,6 +550,19 @@ def test_reap_orphan_finds_survivors_of_a_dead_leader(jobs: Jobs, orphan_maker: 
     assert not is_gone(orphan.child)
     assert jobs.runner.reap_orphan(orphan.ident) is True
     wait_for(lambda: is_gone(orphan.child), what="the surviving child to die")
+
+
+def test_a_job_never_recorded_is_found_by_its_run_id_with_its_children(jobs: Jobs, tmp_path: Path) -> None:
+    run_id = uuid.uuid4().hex  # unique, as run ids are: no other test's job can carry it
+    handle = jobs.runner.start(run_id, {"command": ["sh", "-c", "sleep 60 & echo $!; wait"]}, tmp_path / "u.log")
+    jobs._handles.append(handle)
+    wait_for(lambda: (tmp_path / "u.log").read_text().strip().isdigit(), what="the child's pid")
+    child = jobs.adopt(int((tmp_path / "u.log").read_text().strip()))
+    assert jobs.runner.reap_unrecorded(uuid.uuid4().hex) is False  # another run's id: nothing
+    assert jobs.runner.reap_unrecorded(run_id) is True
+    assert handle.wait(10) == -signal.SIGKILL
+    wait_for(lambda: is_gone(child), what="the job's child killed with it")
+    assert jobs.runner.reap_unrecorded(run_id) is False  # nothing left
 
 
 def test_reap_orphan_leaves_a_finished_run_alone(jobs: Jobs) -> None:

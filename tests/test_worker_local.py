@@ -431,6 +431,24 @@ def test_recover_kills_what_a_killed_daemon_left_and_moves_its_runs_on(world: Wo
     assert world.state(untouched) == RUNNING
 
 
+def test_recover_kills_a_job_whose_start_a_killed_daemon_never_recorded(world: World) -> None:
+    """A daemon killed between a job's start and the write recording it left no ident:
+    the job is found by the run id in its environment, killed, and the run moves on."""
+    gate = Gate(world.tmp)
+    world.job("long", gate.printing("started"))  # runs until the gate opens: never, here
+    dead = f"local:{socket.gethostname()}:{dead_pid()}:12345"
+    run = world.run("long", max_attempts=1)
+    world.make_worker(worker_id=dead).step(T0)  # claims and starts it; "dies" before the next pass
+    wait_for(lambda: "started" in world.log(run), what="the job running")
+    pid = world.pid(run)
+    stored = world.store.get_run(run.id)
+    assert (stored.state, stored.worker, stored.runner_ident) == (PENDING, dead, None)
+    assert world.worker.recover(T0) == [run.id]
+    wait_for(lambda: group_is_gone(pid), what="the unrecorded job killed")
+    stored = world.store.get_run(run.id)
+    assert (stored.state, stored.state_reason) == (CRASHED, f"worker {dead} gone; process killed")
+
+
 def test_recovery_leaves_a_run_that_moved_on_since_it_was_listed(world: World) -> None:
     world.job("job", ["true"])
     dead = f"local:{socket.gethostname()}:{dead_pid()}:12345"

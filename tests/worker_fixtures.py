@@ -80,6 +80,9 @@ class TrackingRunner:
     def reap_orphan(self, ident: str) -> bool:
         return self.inner.reap_orphan(ident)
 
+    def reap_unrecorded(self, run_id: str) -> bool:
+        return self.inner.reap_unrecorded(run_id)
+
     def validate_job(self, job: dict[str, Any]) -> list[str]:
         return self.inner.validate_job(job)
 

@@ -408,6 +408,29 @@ class ProcessRunner:
             return False
         return _killpg(parsed.pid, signal.SIGKILL)
 
+    def reap_unrecorded(self, run_id: str) -> bool:
+        """SIGKILL the process groups of jobs started for ``run_id`` whose start was
+        never recorded (their daemon died between the start and its next write, so
+        no ident was stored); True if any ran.
+
+        Every job carries ``ORCHESTRA_RUN_ID`` in its environment, and run ids are
+        unique, so a process whose initial environment holds this run's id is one
+        of its jobs (or their children, in the same group).
+        """
+        needle = b"\0ORCHESTRA_RUN_ID=" + os.fsencode(run_id) + b"\0"
+        own_group = os.getpgrp()
+        groups = set()
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                environ = b"\0" + Path(f"/proc/{name}/environ").read_bytes()
+                if needle in environ + b"\0":
+                    groups.add(os.getpgid(int(name)))
+            except (OSError, ProcessLookupError):  # gone meanwhile, or not ours to read
+                continue
+        return any([_killpg(group, signal.SIGKILL) for group in groups - {own_group}])
+
     def _resolve(self, run_id: str, job: dict[str, Any]) -> _Launch:
         cwd = self._working_dir(job.get("workingDir") or ".")
         # The daemon's environment, then this run's id, then the job's own values.

@@ -5,8 +5,10 @@
 worker is a local worker of this host that is dead (``identity``), or its
 lease expired (a worker anywhere stopped renewing). For each orphan:
 
-1. what its runner left running is killed (``Runner.reap_orphan``): a process
-   job never outlives its daemon, so a retry never runs next to a survivor;
+1. what its runner left running is killed (``Runner.reap_orphan``; a job
+   started but not recorded yet has no ident, and the process runner finds it
+   by its run id, ``reap_unrecorded``): a process job never outlives its
+   daemon, so a retry never runs next to a survivor;
 2. the run moves on and is never left active: Cancelling -> Cancelled (the
    cancel is done now), else a retry when attempts remain, else Crashed.
 
@@ -76,6 +78,23 @@ def recovery_move(runners: list[Runner], run: Run, cause: str, now: datetime) ->
     return move_request(run, CRASHED, reason, match=match, end_time=now)
 
 
+def _reap_unrecorded(runners: list[Runner], run: Run) -> bool:
+    """A job started but not yet recorded (no ident): runners that can find such jobs
+    by their run (``ProcessRunner.reap_unrecorded``) kill them."""
+    killed = False
+    for runner in runners:
+        reap = getattr(runner, "reap_unrecorded", None)
+        if reap is None:
+            continue
+        try:
+            if reap(run.id):
+                log.info("%s: killed a job started but never recorded", label(run))
+                killed = True
+        except Exception:
+            log.exception("%s: cannot look for a job started but never recorded", label(run))
+    return killed
+
+
 def _runners_for(runners: Mapping[str, Runner], pool_type: str | None) -> list[Runner]:
     """The pool type's runner; every runner when the pool is gone (each refuses idents it did not make)."""
     if pool_type is None:
@@ -87,7 +106,7 @@ def _runners_for(runners: Mapping[str, Runner], pool_type: str | None) -> list[R
 def _reap(runners: list[Runner], run: Run) -> bool:
     """Kill what the run's last job left; True if anything was still running."""
     if not run.runner_ident:
-        return False
+        return _reap_unrecorded(runners, run)
     for runner in runners:
         try:
             if runner.reap_orphan(run.runner_ident):
