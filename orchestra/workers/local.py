@@ -2,17 +2,19 @@
 
 ``orchestra daemon`` builds one ``LocalWorker`` (``cli/daemon_cmd.py``) and its
 loop (``reconcile/daemon.py``) calls ``recover`` once, ``step(now)`` on every
-pass and ``shutdown`` at the end. A step never blocks: it polls the handles
-of the jobs it runs, reads the store, and leaves every wait to the runner's
-end callbacks or small threads (``supervision``), which wake the loop through
-``on_change`` when a job ends.
+pass and ``shutdown`` at the end. A step never waits for a job: it polls the
+handles of the jobs it runs, reads the store, and leaves every wait to the
+runner's end callbacks or small threads (``supervision``), which wake the
+loop through ``on_change`` when a job ends.
 Time is injected (``now``), so tests drive the worker pass by pass.
 
-A step, in order: record jobs that ended (with retries), stop jobs whose run
-is being cancelled, stop jobs past their timeout, renew leases (and drop jobs
-whose lease another daemon revoked), recover orphans of dead workers, claim
-and start due runs. Starts do not block the pass: the start threads hand
-each outcome over and wake the loop, and the next pass records it. In a burst
+A step, in order: record jobs that started or ended since the last pass
+(with retries), stop jobs whose run is being cancelled, stop jobs past their
+timeout, renew leases (and drop jobs whose lease another daemon revoked),
+recover orphans of dead workers, claim and start due runs. A start is not
+recorded by the pass that made it: its outcome is handed over (by the loop's
+own thread, or a start thread for runners that want one), which wakes the
+loop, and the next pass records it with whatever else happened. In a burst
 the first step and the last go together: the starts and ends since the last
 pass are recorded and one pool claimed in one store write, and its runs'
 jobs are launched at once, before the rest of the pass (``_finish_and_claim``).
