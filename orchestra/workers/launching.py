@@ -8,8 +8,8 @@ start_concurrency``; a launch mostly waits for the kernel), else at once in
 the loop's thread. The loop does not wait for the starts: each outcome is
 handed to the worker's ``deliver`` callback as soon as it is known, and the
 worker records it in its next pass, in the same store write as the ends and
-the next claim (``workers.recording``). So while jobs start, the loop records
-the previous wave, and a job that started and already ended costs one write.
+the next claim (``workers.recording``). So the starts of a wave cost no write
+of their own, and a job that started and already ended costs one write.
 
 Each way a start can fail ends the attempt in a plain-words state, so no
 claimed run is left Pending:
