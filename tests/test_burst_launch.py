@@ -177,9 +177,7 @@ def test_the_loop_does_not_wait_for_starts_and_records_them_with_the_next_ends_a
     first = [run for run in runs if burst.state(run) == RUNNING]
     gate.open()
     wait_for(lambda: all(burst.runner.handles[r.id].poll() is not None for r in first), what="the jobs to end")
-    writes: list[str] = []
-    sa.event.listen(burst.store.engine, "before_cursor_execute",
-                    lambda *a: writes.append(a[2]) if a[2] == "BEGIN IMMEDIATE" else None)
+    writes = burst.writes()
     burst.worker.step(at(1))
     assert len(writes) == 1  # the two ends and the claim of two more; their starts go on without the loop
     assert {burst.state(run) for run in first} == {COMPLETED}

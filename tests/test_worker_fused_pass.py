@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from worker_fixtures import T0, Gate, World, at, group_is_gone, pool, wait_for, world_fixture  # noqa: F401
 
 from orchestra.errors import StoreError
@@ -32,14 +31,6 @@ class NarrowStore:
         return getattr(self._store, name)
 
 
-def writes_of(world: World) -> list[str]:
-    """Every write transaction the store begins from now on."""
-    began: list[str] = []
-    sa.event.listen(world.store.engine, "before_cursor_execute",
-                    lambda *a: began.append(a[2]) if a[2] == "BEGIN IMMEDIATE" else None)
-    return began
-
-
 def test_the_room_an_ended_job_frees_is_claimed_and_started_in_the_same_pass(world: World) -> None:
     gate = Gate(world.tmp)
     world.apply(pool("local", concurrencyLimit=1))
@@ -49,7 +40,7 @@ def test_the_room_an_ended_job_frees_is_claimed_and_started_in_the_same_pass(wor
     assert (world.state(first), world.state(second)) == (RUNNING, SCHEDULED)
     gate.open()
     wait_for(lambda: world.runner.handles[first.id].poll() is not None, what="the first job to end")
-    began = writes_of(world)
+    began = world.writes()
     world.worker.step(at(1))
     assert (world.state(first), world.state(second)) == (COMPLETED, PENDING)
     assert len(began) == 1 and second.id in world.runner.handles  # the end with the claim; the job started

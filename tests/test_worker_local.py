@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from worker_fixtures import (  # noqa: F401
     Gate,
     JOBS,
@@ -352,9 +351,7 @@ def test_a_pass_records_its_starts_and_ends_and_claims_in_one_write(world: World
     assert len(first) == 4
     gate.open()
     wait_for(lambda: all(world.runner.handles[r.id].poll() is not None for r in first), what="the jobs to end")
-    writes: list[str] = []
-    sa.event.listen(world.store.engine, "before_cursor_execute",
-                    lambda *a: writes.append(a[2]) if a[2] == "BEGIN IMMEDIATE" else None)
+    writes = world.writes()
     world.worker.step(at(1))
     assert len(writes) == 1
     assert {world.state(r) for r in first} == {COMPLETED}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from waiting import wait_for
 from store_fixtures import T0, FakeClock, deployment, new_run, pool, queue
 
@@ -196,6 +197,13 @@ class World:
                 break
             self.woke.wait(0.05)
         pytest.fail(f"timed out waiting for {what}")
+
+    def writes(self) -> list[str]:
+        """Every write transaction the store begins from now on (a list that grows)."""
+        began: list[str] = []
+        sa.event.listen(self.store.engine, "before_cursor_execute",
+                        lambda *a: began.append(a[2]) if a[2] == "BEGIN IMMEDIATE" else None)
+        return began
 
     def state(self, run: Run) -> str:
         return self.store.get_run(run.id).state
