@@ -11,6 +11,8 @@
 
     .venv/bin/python bench/bench_daemon.py [--runs 200] [--idle-deployments 1000] [--idle-seconds 20]
         [--only burst|idle]     (a) alone, or (b) and (c) alone
+        [--command "sleep 0.02"]  (a) with another job than ``true`` (split on spaces): the
+                                  daemon's cost per run against a job that lasts a while
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ COMMAND = ["true"]
 
 
 def deployment(name: str, schedule: str, extra: str = "") -> str:
+    """A deployment of ``COMMAND`` (``main`` sets it from ``--command``)."""
     return (f"---\napiVersion: orchestra/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n"
             f"  command: {COMMAND!r}\n  pool: local\n  schedules: [{schedule}]\n{extra}")
 
@@ -105,7 +108,7 @@ def burst(count: int) -> None:
     bare_cpu_before = time.process_time()
     baseline = bare_loop(count, 8)
     bare_cpu = time.process_time() - bare_cpu_before
-    print(f"(a) {count} runs due at one boundary, pool concurrency 8:")
+    print(f"(a) {count} runs of {' '.join(COMMAND)!r} due at one boundary, pool concurrency 8:")
     print(f"    first run started {first:.0f} ms after the boundary (target < 50 ms)")
     print(f"    batch drained in {drain:.2f} s = {count / drain:.1f} runs/s; bare subprocess loop "
           f"{baseline:.2f} s = {count / baseline:.1f} runs/s; ratio {baseline / drain:.2f} (target >= 0.5)")
@@ -175,7 +178,9 @@ def main() -> None:
     parser.add_argument("--idle-deployments", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=20)
     parser.add_argument("--only", choices=("burst", "idle"), help="run (a) alone, or (b) and (c) alone")
+    parser.add_argument("--command", default="true", help="(a): the job's argv, split on spaces")
     args = parser.parse_args()
+    COMMAND[:] = args.command.split()
     if args.only != "idle":
         burst(args.runs)
     if args.only != "burst":
