@@ -28,6 +28,7 @@ import functools
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -89,28 +90,26 @@ def _posix_spawn(libc: Any, argv: Sequence[str], executable: str, env: Mapping[s
     """The started child, or None when ``posix_spawn`` refused (``Popen`` then tries,
     and explains the failure in its words)."""
     try:
-        path = os.fsencode(executable)
-        args = [os.fsencode(arg) for arg in argv]
+        path = _c_string(executable)
+        args = [_c_string(arg) for arg in argv]
         environment = [_env_entry(key, value) for key, value in env.items()]
-        directory = os.fsencode(cwd)
-    except (UnicodeError, ValueError):
+        directory = _c_string(cwd)
+    except (UnicodeError, ValueError):  # not encodable, or holding a NUL: Popen words it
         return None
-    if any(b"\0" in item for item in (path, directory, *args, *environment)):
+    attributes = _attributes(libc)
+    if attributes is None:
         return None
     read_end, write_end = os.pipe()  # both close-on-exec: the child keeps only its dup2'ed copies
     actions = ctypes.create_string_buffer(_OPAQUE)
-    attributes = ctypes.create_string_buffer(_OPAQUE)
     libc.posix_spawn_file_actions_init(actions)
-    libc.posix_spawnattr_init(attributes)
     pid = ctypes.c_int(0)
     try:
-        failed = _set_up(libc, actions, attributes, write_end, directory) or libc.posix_spawn(
+        failed = _add_file_actions(libc, actions, write_end, directory) or libc.posix_spawn(
             ctypes.byref(pid), path, actions, attributes,
             (ctypes.c_char_p * (len(args) + 1))(*args, None),
             (ctypes.c_char_p * (len(environment) + 1))(*environment, None))
     finally:
         libc.posix_spawn_file_actions_destroy(actions)
-        libc.posix_spawnattr_destroy(attributes)
         os.close(write_end)
     if failed:
         os.close(read_end)
@@ -118,36 +117,70 @@ def _posix_spawn(libc: Any, argv: Sequence[str], executable: str, env: Mapping[s
     return Child(pid.value, read_end)
 
 
+def _c_string(text: str) -> bytes:
+    """``text`` as the C string the child gets; ``ValueError`` if it holds a NUL."""
+    encoded = os.fsencode(text)
+    if b"\0" in encoded:
+        raise ValueError("embedded NUL")
+    return encoded
+
+
 @functools.lru_cache(maxsize=4096)
 def _env_entry(key: str, value: str) -> bytes:
     """``KEY=value`` as the child gets it; every job gets the daemon's environment, so the
-    same few dozen entries are encoded once, not per job."""
-    return os.fsencode(key) + b"=" + os.fsencode(value)
+    same few dozen entries are encoded (and checked) once, not per job."""
+    return _c_string(key) + b"=" + _c_string(value)
 
 
-def _set_up(libc: Any, actions: Any, attributes: Any, write_end: int, directory: bytes) -> int:
-    """The file actions and attributes ``Popen(stdin=DEVNULL, stdout=PIPE, stderr=STDOUT,
-    start_new_session=True, close_fds=True, cwd=...)`` amounts to; 0, or the first error."""
-    calls = [
+def _add_file_actions(libc: Any, actions: Any, write_end: int, directory: bytes) -> int:
+    """What ``Popen(stdin=DEVNULL, stdout=PIPE, stderr=STDOUT, close_fds=True, cwd=...)``
+    does to the child's descriptors and directory; 0, or the first error."""
+    calls = (
         libc.posix_spawn_file_actions_addopen(actions, 0, b"/dev/null", os.O_RDONLY, 0),
         libc.posix_spawn_file_actions_adddup2(actions, write_end, 1),
         libc.posix_spawn_file_actions_adddup2(actions, write_end, 2),
         libc.posix_spawn_file_actions_addclosefrom_np(actions, 3),
         libc.posix_spawn_file_actions_addchdir_np(actions, directory),
-    ]
+    )
+    return next((code for code in calls if code), 0)
+
+
+_attributes_made: list[Any] = []  # the one set of attributes, once made (never destroyed: used to the end)
+_attributes_lock = threading.Lock()
+
+
+def _attributes(libc: Any) -> Any | None:
+    """The attributes ``Popen(start_new_session=True)`` amounts to, with SIGPIPE and SIGXFSZ
+    back to their defaults and nothing blocked; None if glibc refused them.
+
+    The same for every job, and ``posix_spawn`` only reads them: made once
+    rather than in six foreign calls per start.
+    """
+    with _attributes_lock:
+        if not _attributes_made:
+            _attributes_made.append(_make_attributes(libc))
+        return _attributes_made[0]
+
+
+def _make_attributes(libc: Any) -> Any | None:
+    attributes = ctypes.create_string_buffer(_OPAQUE)
     defaults = ctypes.create_string_buffer(_OPAQUE)
     empty = ctypes.create_string_buffer(_OPAQUE)
+    libc.posix_spawnattr_init(attributes)
     libc.sigemptyset(defaults)
     libc.sigemptyset(empty)
     for number in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; a job must not inherit that
         libc.sigaddset(defaults, int(number))
-    calls += [
+    calls = (
         libc.posix_spawnattr_setsigdefault(attributes, defaults),
         libc.posix_spawnattr_setsigmask(attributes, empty),
         libc.posix_spawnattr_setflags(attributes, ctypes.c_short(
             _POSIX_SPAWN_SETSID | _POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK)),
-    ]
-    return next((code for code in calls if code), 0)
+    )
+    if any(calls):
+        libc.posix_spawnattr_destroy(attributes)
+        return None
+    return attributes
 
 
 @functools.cache
