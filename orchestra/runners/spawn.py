@@ -28,7 +28,6 @@ import functools
 import os
 import signal
 import subprocess
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -145,24 +144,14 @@ def _add_file_actions(libc: Any, actions: Any, write_end: int, directory: bytes)
     return next((code for code in calls if code), 0)
 
 
-_attributes_made: list[Any] = []  # the one set of attributes, once made (never destroyed: used to the end)
-_attributes_lock = threading.Lock()
-
-
+@functools.cache
 def _attributes(libc: Any) -> Any | None:
     """The attributes ``Popen(start_new_session=True)`` amounts to, with SIGPIPE and SIGXFSZ
     back to their defaults and nothing blocked; None if glibc refused them.
 
     The same for every job, and ``posix_spawn`` only reads them: made once
-    rather than in six foreign calls per start.
+    (and kept to the end) rather than in six foreign calls per start.
     """
-    with _attributes_lock:
-        if not _attributes_made:
-            _attributes_made.append(_make_attributes(libc))
-        return _attributes_made[0]
-
-
-def _make_attributes(libc: Any) -> Any | None:
     attributes = ctypes.create_string_buffer(_OPAQUE)
     defaults = ctypes.create_string_buffer(_OPAQUE)
     empty = ctypes.create_string_buffer(_OPAQUE)
