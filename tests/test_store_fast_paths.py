@@ -35,11 +35,13 @@ from orchestra.store import (
     SCHEDULED,
     Run,
     Store,
+    StoredResource,
     TransitionRequest,
     open_store,
 )
 from orchestra.store.models import evolve
 from orchestra.store.runs import RUN_COLUMNS
+from orchestra.store.tables import resources
 
 NOW = T0 + timedelta(hours=1)
 
@@ -275,6 +277,11 @@ def test_a_claim_reads_no_resource_it_already_read_under_the_same_revision(store
 def test_runs_fields_follow_the_tables_columns() -> None:
     """``runs_from`` builds runs positionally: the field order must be the column order."""
     assert tuple(f.name for f in dataclasses.fields(Run)) == RUN_COLUMNS
+
+
+def test_resource_fields_follow_the_tables_columns() -> None:
+    """A claim builds the deployments it reads positionally, as ``runs_from`` builds runs."""
+    assert tuple(f.name for f in dataclasses.fields(StoredResource)) == tuple(resources.c.keys())
 
 
 def test_evolve_is_replace_and_refuses_unknown_fields(store: Store) -> None:

@@ -95,20 +95,21 @@ def _posix_spawn(libc: Any, argv: Sequence[str], executable: str, env: Mapping[s
         directory = _c_string(cwd)
     except (UnicodeError, ValueError):  # not encodable, or holding a NUL: Popen words it
         return None
-    attributes = _attributes(libc)
+    quick = _quick_calls(libc)
+    attributes = _attributes(quick)
     if attributes is None:
         return None
     read_end, write_end = os.pipe()  # both close-on-exec: the child keeps only its dup2'ed copies
     actions = ctypes.create_string_buffer(_OPAQUE)
-    libc.posix_spawn_file_actions_init(actions)
+    quick.posix_spawn_file_actions_init(actions)
     pid = ctypes.c_int(0)
     try:
-        failed = _add_file_actions(libc, actions, write_end, directory) or libc.posix_spawn(
+        failed = _add_file_actions(quick, actions, write_end, directory) or libc.posix_spawn(
             ctypes.byref(pid), path, actions, attributes,
             (ctypes.c_char_p * (len(args) + 1))(*args, None),
             (ctypes.c_char_p * (len(environment) + 1))(*environment, None))
     finally:
-        libc.posix_spawn_file_actions_destroy(actions)
+        quick.posix_spawn_file_actions_destroy(actions)
         os.close(write_end)
     if failed:
         os.close(read_end)
@@ -172,22 +173,50 @@ def _attributes(libc: Any) -> Any | None:
     return attributes
 
 
+def _load_libc() -> Any:
+    """glibc by its own name, else as ``find_library`` finds the C library (it runs
+    ``ldconfig -p`` in a subprocess: 3 ms, in the first start of a burst)."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        name = ctypes.util.find_library("c")
+        return ctypes.CDLL(name, use_errno=True) if name else None
+
+
+@functools.cache
+def _quick_calls(libc: Any) -> Any:
+    """The same library for the calls that only fill in memory (file actions,
+    attributes), called holding the GIL.
+
+    Each ``CDLL`` call releases the GIL and takes it back. Another thread
+    (the pump, noticing the last wave's exits) then takes it, and the loop
+    waits for its return, 60 µs and more, for a call that takes one. Only
+    ``posix_spawn`` itself, which waits for the child's ``exec``, is worth releasing it for.
+    """
+    quick = ctypes.PyDLL(libc._name, use_errno=True)
+    for function in _FUNCTIONS:
+        getattr(quick, function).restype = ctypes.c_int
+    return quick
+
+
+_FUNCTIONS = ("posix_spawn", "posix_spawn_file_actions_init", "posix_spawn_file_actions_destroy",
+              "posix_spawn_file_actions_addopen", "posix_spawn_file_actions_adddup2",
+              "posix_spawn_file_actions_addclosefrom_np", "posix_spawn_file_actions_addchdir_np",
+              "posix_spawnattr_init", "posix_spawnattr_destroy", "posix_spawnattr_setflags",
+              "posix_spawnattr_setsigdefault", "posix_spawnattr_setsigmask", "sigemptyset", "sigaddset")
+
+
 @functools.cache
 def _libc() -> Any:
     """glibc's spawn functions through ctypes (which releases the GIL for each call);
     None where any is missing: ``Popen`` is used then."""
     if os.environ.get("ORCHESTRA_SPAWN") == "popen":  # to compare the two, or rule this out
         return None
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        for function in ("posix_spawn", "posix_spawn_file_actions_init", "posix_spawn_file_actions_destroy",
-                         "posix_spawn_file_actions_addopen", "posix_spawn_file_actions_adddup2",
-                         "posix_spawn_file_actions_addclosefrom_np", "posix_spawn_file_actions_addchdir_np",
-                         "posix_spawnattr_init", "posix_spawnattr_destroy", "posix_spawnattr_setflags",
-                         "posix_spawnattr_setsigdefault", "posix_spawnattr_setsigmask", "sigemptyset", "sigaddset"):
+        libc = _load_libc()
+        if libc is None:
+            return None
+        for function in _FUNCTIONS:
             getattr(libc, function).restype = ctypes.c_int
     except (OSError, AttributeError):
         return None

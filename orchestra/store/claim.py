@@ -45,10 +45,11 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, or_, select
 
 from orchestra.store import resources as resource_queries
+from orchestra.store.direct import DirectStatement
 from orchestra.store.dispatch import DEFAULT_QUEUE, READY, Dispatch, QueueView
 from orchestra.store.engine import Database
 from orchestra.store.models import ACTIVE, PENDING, SCHEDULED, Run, StoredResource, effective_paused, evolve
-from orchestra.store.runs import event_row, insert_events, runs_from
+from orchestra.store.runs import event_row, insert_events
 from orchestra.store.tables import resources, runs
 
 _C = runs.c
@@ -103,13 +104,13 @@ def load_dispatch(conn: Connection, pool: str, active: Mapping[tuple[str, str, s
 
 def _active_counts(conn: Connection) -> Counter[tuple[str, str, str]]:
     """(pool, queue, deployment) -> runs Pending, Running or Cancelling."""
-    return Counter({(r[0], r[1], r[2]): r[3] for r in conn.execute(_ACTIVE_COUNTS)})
+    return Counter({(r[0], r[1], r[2]): r[3] for r in _ACTIVE_COUNTS.rows(conn)})
 
 
 # Built once: a worker claims on every pass, and building costs about as much as running.
-_ACTIVE_COUNTS = (
+_ACTIVE_COUNTS = DirectStatement(
     select(_C.pool, _C.queue, _C.deployment, func.count())
-    .where(_C.state.in_(sorted(ACTIVE)))
+    .where(or_(*(_C.state == state for state in sorted(ACTIVE))))  # not IN: its list would expand
     .group_by(_C.pool, _C.queue, _C.deployment)
 )
 
@@ -153,7 +154,7 @@ def _due_pages(
             query = _due_query(dispatch, group, now, claiming, after)
             if query is None:
                 break
-            batch = runs_from(conn.execute(query[0], {**query[1], "page": size}))
+            batch = [Run(*row) for row in query[0].rows(conn, {**query[1], "page": size})]
             if batch:
                 yield batch
             if len(batch) < size:
@@ -163,7 +164,7 @@ def _due_pages(
 
 def _due_query(
     dispatch: Dispatch, group: list[str] | None, now: datetime, claiming: bool, after: Run | None
-) -> tuple[Any, dict[str, Any]] | None:
+) -> tuple[DirectStatement, dict[str, Any]] | None:
     """The statement for the next page and its parameters; None if the group is blocked."""
     params: dict[str, Any] = {"pool": dispatch.pool, "now": now}
     if group is None:
@@ -181,7 +182,7 @@ def _due_query(
 
 
 @functools.cache
-def _due_statement(other_queues: bool, blocked: bool, keyset: bool, claiming: bool) -> Any:
+def _due_statement(other_queues: bool, blocked: bool, keyset: bool, claiming: bool) -> DirectStatement:
     """Built once per shape, not per page: a worker claims on every pass, and
     building a statement costs about as much as running it."""
     queues: Any = bindparam("queues", expanding=True)
@@ -196,7 +197,7 @@ def _due_statement(other_queues: bool, blocked: bool, keyset: bool, claiming: bo
     if claiming:
         # Rows another transaction is changing (a cancel) are left for the next claim.
         query = query.with_for_update(skip_locked=True)
-    return query.order_by(_C.scheduled_time, _C.created_at, _C.id).limit(bindparam("page"))
+    return DirectStatement(query.order_by(_C.scheduled_time, _C.created_at, _C.id).limit(bindparam("page")))
 
 
 def _after() -> Any:
@@ -214,12 +215,13 @@ def _after() -> Any:
 
 def _named_resources(conn: Connection, kind: str, names: list[str]) -> dict[str, StoredResource]:
     """``resources.get_resources`` with a statement built once: most claims of a burst read deployments."""
-    rows = conn.execute(_NAMED_RESOURCES, {"kind": kind, "names": sorted(names)})
-    return {row.name: resource_queries.to_resource(row) for row in rows}
+    found = [StoredResource(*row) for row in _NAMED_RESOURCES.rows(conn, {"kind": kind, "names": sorted(names)})]
+    return {resource.name: resource for resource in found}
 
 
-_NAMED_RESOURCES = select(resources).where(
-    resources.c.kind == bindparam("kind"), resources.c.name.in_(bindparam("names", expanding=True)))
+# ``StoredResource``'s fields follow the table's columns (tests/test_store_fast_paths.py checks it).
+_NAMED_RESOURCES = DirectStatement(select(resources).where(
+    resources.c.kind == bindparam("kind"), resources.c.name.in_(bindparam("names", expanding=True))))
 
 
 def _load_deployments(conn: Connection, dispatch: Dispatch, batch: list[Run], snapshot: _Snapshot | None = None) -> None:
@@ -330,7 +332,7 @@ def _mark_claimed(conn: Connection, chosen: list[Run], worker: str, lease: datet
         "state": PENDING, "worker": worker, "lease_expires_at": lease, "state_reason": f"claimed by {worker}",
     }
     rows = [{"b_id": run.id, "worker": worker, "lease": lease, "reason": values["state_reason"]} for run in chosen]
-    if conn.dialect.supports_sane_multi_rowcount and conn.execute(_MARK_ONE_CLAIMED, rows).rowcount == len(rows):
+    if conn.dialect.supports_sane_multi_rowcount and _MARK_ONE_CLAIMED.executemany(conn, rows) == len(rows):
         claimed = {run.id for run in chosen}  # every row: the usual case, without a list to render per claim
     else:  # some were not Scheduled any more (or the driver cannot count): ask which were claimed
         params = {"ids": [run.id for run in chosen], "worker": worker, "lease": lease, "reason": values["state_reason"]}
@@ -353,7 +355,7 @@ _MARK_CLAIMED = (
 )
 # The same, one run per row of an executemany: an IN list is rendered anew for every
 # claim (its length varies), a fixed statement is not.
-_MARK_ONE_CLAIMED = (
+_MARK_ONE_CLAIMED = DirectStatement(
     runs.update()
     .where(_C.id == bindparam("b_id"), _C.state == SCHEDULED)
     .values(state=PENDING, worker=bindparam("worker"), lease_expires_at=bindparam("lease"),

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, select
 
 from orchestra.errors import Conflict, NotFound
+from orchestra.store.direct import DirectStatement
 from orchestra.store.models import MANAGERS, ResourceWrite, StoredResource
 from orchestra.store.tables import paused_schedules, resources, revisions
 
@@ -97,11 +98,11 @@ def bump_revision(conn: Connection) -> None:
 def revision(conn: Connection) -> int:
     """A number that grows with every change to resources (apply or pause override);
     equal numbers mean nothing changed in between, so a reader can skip re-reading."""
-    return int(conn.scalar(_REVISION) or 0)
+    return int(_REVISION.scalar(conn) or 0)
 
 
 # Read on every pass of the daemon (and in every claim): built once, as building costs more than running it.
-_REVISION = select(revisions.c.value).where(revisions.c.name == "resources")
+_REVISION = DirectStatement(select(revisions.c.value).where(revisions.c.name == "resources"))
 
 
 def _check_writes(upserts: Sequence[ResourceWrite]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Result, Row, and_, bindparam, func, or_, select
 
 from orchestra.errors import NotFound
+from orchestra.store.direct import DirectStatement
 from orchestra.store.engine import Database
 from orchestra.store.models import INITIAL_STATES, SCHEDULED, TERMINAL, NewRun, Run, RunEvent
 from orchestra.store.tables import run_events, runs
@@ -113,10 +114,11 @@ def event_row(
 def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Rows made by ``event_row``, in one statement."""
     if rows:
-        conn.execute(_INSERT_EVENTS, list(rows))
+        _INSERT_EVENTS.executemany(conn, rows)
 
 
-_INSERT_EVENTS = run_events.insert()
+EVENT_KEYS = ("run_id", "time", "from_state", "to_state", "reason", "attempt")  # what ``event_row`` gives
+_INSERT_EVENTS = DirectStatement(run_events.insert(), column_keys=EVENT_KEYS)
 
 
 def _get(run: dict[str, Any] | Run, key: str) -> Any:
@@ -201,9 +203,10 @@ def runs_in_states(
     filters = {"pool": pool, "worker": worker, "deployment": deployment}
     given = {name: value for name, value in filters.items() if value is not None}
     wanted = sorted({states} if isinstance(states, str) else set(states))
-    query = _runs_in_states_query(tuple(sorted(given)), len(wanted) == 1)
-    state: Any = wanted[0] if len(wanted) == 1 else wanted
-    return runs_from(conn.execute(query, {"states": state, **given}))
+    filters_given, one_state = tuple(sorted(given)), len(wanted) == 1
+    if one_state:  # a worker's pass asks this (its runs being cancelled): the direct way
+        return [Run(*row) for row in _direct_runs_in_state(filters_given).rows(conn, {"states": wanted[0], **given})]
+    return runs_from(conn.execute(_runs_in_states_query(filters_given, False), {"states": wanted, **given}))
 
 
 @functools.cache
@@ -216,6 +219,11 @@ def _runs_in_states_query(filters: tuple[str, ...], one_state: bool) -> Any:
     for name in filters:
         query = query.where(_C[name] == bindparam(name))
     return query.order_by(_C.scheduled_time, _C.created_at, _C.id)
+
+
+@functools.cache
+def _direct_runs_in_state(filters: tuple[str, ...]) -> DirectStatement:
+    return DirectStatement(_runs_in_states_query(filters, True))
 
 
 def events(conn: Connection, run_id: str) -> list[RunEvent]:
@@ -254,10 +262,11 @@ def next_due_time(conn: Connection, pool: str | None = None) -> datetime | None:
     """When the earliest Scheduled run falls due, so a worker can sleep until then
     instead of polling."""
     query, params = (_NEXT_DUE, {}) if pool is None else (_NEXT_DUE_IN_POOL, {"pool": pool})
-    earliest: datetime | None = conn.scalar(query, params)
+    earliest: datetime | None = query.scalar(conn, params)
     return earliest
 
 
 # Asked on every pass of the daemon, so built once (see ``_runs_in_states_query``).
-_NEXT_DUE = select(func.min(_C.scheduled_time)).where(_C.state == SCHEDULED)
-_NEXT_DUE_IN_POOL = _NEXT_DUE.where(_C.pool == bindparam("pool"))
+_EARLIEST_DUE = select(func.min(_C.scheduled_time)).where(_C.state == SCHEDULED)
+_NEXT_DUE = DirectStatement(_EARLIEST_DUE)
+_NEXT_DUE_IN_POOL = DirectStatement(_EARLIEST_DUE.where(_C.pool == bindparam("pool")))

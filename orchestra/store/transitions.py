@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from orchestra.errors import Conflict, NotFound
+from orchestra.store.direct import DirectStatement
 from orchestra.store.models import (
     ACTIVE,
     CANCELLED,
@@ -163,7 +164,7 @@ def transition_seen(conn: Connection, moves: Sequence[Seen], now: datetime,
         conn.execute(_LOCK_IDS, {"ids": sorted(batch.stored)})
     for columns, params in batch.groups.items():
         params.sort(key=lambda row: row["b_id"])
-        if conn.execute(_seen_update_statement(columns), params).rowcount != len(params):
+        if _seen_update_statement(columns).executemany(conn, params) != len(params):
             raise RunsChanged()
     if events_out is None:
         insert_events(conn, batch.events)
@@ -216,9 +217,9 @@ def _seen_batch(moves: Sequence[Seen], now: datetime) -> _SeenBatch | None:
 
 
 @functools.cache
-def _seen_update_statement(columns: tuple[str, ...]) -> Any:
+def _seen_update_statement(columns: tuple[str, ...]) -> DirectStatement:
     """``UPDATE runs SET <columns> WHERE id, state, worker and attempt are as seen``, for executemany."""
-    return (
+    return DirectStatement(
         runs.update()
         .where(_C.id == bindparam("b_id"), _C.state == bindparam("b_state"),
                _C.worker == bindparam("m_worker"), _C.attempt == bindparam("m_attempt"))
