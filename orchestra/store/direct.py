@@ -58,14 +58,25 @@ class _Compiled:
         self.defaults = tuple(_default(binds[name]) for name in self.names)
         self.processors: tuple[Processor, ...] = tuple(
             binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names)
+        self._named = list(zip(self.names, self.defaults, strict=True))
+        self._to_process = [(index, process) for index, process in enumerate(self.processors) if process is not None]
         columns = statement.selected_columns if statement.is_select else ()
-        self.results: tuple[Processor, ...] = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
+        processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+        # Only the columns that need converting are visited per row (a run has 26, 9 of them times or JSON).
+        self.results = [(index, process) for index, process in enumerate(processors) if process is not None]
 
     def row(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         """The positional parameters for ``params`` (a statement's own values where not given;
         an IN list's values one by one)."""
-        values: list[Any] = []
+        if not self.lists:  # the usual case, a row of an executemany: no per-name branching
+            values = [params.get(name, default) for name, default in self._named]
+            for index, process in self._to_process:
+                if values[index] is not None and values[index] is not _REQUIRED:
+                    values[index] = process(values[index])
+            if any(value is _REQUIRED for value in values):
+                raise KeyError(f"no value for the bound parameter {self._missing(params)!r}")
+            return tuple(values)
+        values = []
         for name, default, process in zip(self.names, self.defaults, self.processors, strict=True):
             value = params.get(name, default)
             if value is _REQUIRED:
@@ -75,6 +86,9 @@ class _Compiled:
             else:
                 values.append(value if process is None or value is None else process(value))
         return tuple(values)
+
+    def _missing(self, params: Mapping[str, Any]) -> str:
+        return next(name for name, default in self._named if default is _REQUIRED and name not in params)
 
     def sql_for(self, params: Mapping[str, Any]) -> str | None:
         """The SQL for these parameters: each IN list given as many placeholders as it has
@@ -92,12 +106,18 @@ class _Compiled:
             self._sql_for_lengths[lengths] = sql
         return sql
 
-    def converted(self, rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
-        processors = self.results
-        if not any(processors):
-            return [tuple(row) for row in rows]
-        return [tuple(value if process is None or value is None else process(value)
-                      for process, value in zip(processors, row, strict=True)) for row in rows]
+    def converted(self, rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+        """The rows with each value as Core would return it (times, JSON, booleans converted)."""
+        if not self.results:
+            return list(rows)
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, process in self.results:
+                if values[index] is not None:
+                    values[index] = process(values[index])
+            converted.append(values)
+        return converted
 
 
 def _default(bind: BindParameter[Any]) -> Any:
@@ -128,8 +148,8 @@ class DirectStatement:
                 compiled = self._compiled.setdefault(dialect.name, _Compiled(self.statement, dialect, self.column_keys))
         return compiled
 
-    def rows(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """The rows of a query, as tuples of converted values in the statement's column order."""
+    def rows(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[Sequence[Any]]:
+        """The rows of a query: sequences of converted values in the statement's column order."""
         params = params or {}
         compiled = self._for(conn)
         sql = compiled.sql_for(params) if compiled is not None else None
