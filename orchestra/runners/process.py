@@ -637,10 +637,16 @@ class _Ident:
 
 def _read_stat(pid: int) -> _Stat | None:
     """Fields of ``/proc/<pid>/stat``; None if there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    try:  # plain ``os`` calls: the pump reads this for every job it reaps
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        raw = os.read(fd, 4096)  # one line, well under a page
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = raw[raw.rindex(b")") + 2 :].split()
     return _Stat(fields[0].decode(), int(fields[2]), int(fields[19]))
