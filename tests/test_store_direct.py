@@ -64,6 +64,17 @@ def test_executemany_counts_and_writes_every_row(store: Store) -> None:
     assert {stored[run_id].lease_expires_at for run_id in ids} == {lease}
 
 
+def test_a_connection_without_begin_begins_as_core_would(store: Store) -> None:
+    """Like ``Connection.execute`` (autobegin), a direct write on a connection that has not
+    begun joins a transaction, which a rollback takes back."""
+    run_id = make_runs(store, 1)[0]
+    with store.engine.connect() as conn:
+        assert SET_REASON.executemany(conn, [{"b_id": run_id, "v_reason": "not kept", "v_lease": None}]) == 1
+        assert conn.in_transaction()
+        conn.rollback()
+    assert store.get_run(run_id).state_reason != "not kept"
+
+
 def test_literals_of_the_statement_are_its_own(store: Store) -> None:
     """``state == 'Scheduled'`` in the statement is bound from the statement, not the caller."""
     run_id = make_runs(store, 1)[0]

@@ -184,7 +184,14 @@ class DirectStatement:
 
 
 def _cursor(conn: Connection) -> Any:
-    """A cursor of the DB-API connection under ``conn``: the caller's transaction."""
+    """A cursor of the DB-API connection under ``conn``, in the caller's transaction.
+
+    A connection used without ``begin()`` begins one here, as ``Connection.execute``
+    would (SQLAlchemy's autobegin): on SQLite the ``BEGIN`` is ours to send (see
+    ``engine.py``), and a statement sent before it would commit on its own.
+    """
+    if not conn.in_transaction():
+        conn.begin()
     return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
 
