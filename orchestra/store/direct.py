@@ -19,10 +19,10 @@ the cost. Elsewhere ``rows``, ``scalar`` and ``executemany`` go through
 ``Connection.execute``, with the same answers. An expanding (``IN`` list)
 parameter gets as many placeholders as its list has values, in SQL kept per
 list length; an empty list, whose SQL differs, goes through Core. What
-callers rely on is kept: ``before_cursor_execute``
-listeners see the statement, and driver errors arrive as SQLAlchemy's, which
-the store maps to its own. ``tests/test_store_direct.py`` holds both paths to
-the same results.
+callers rely on is kept: ``before_cursor_execute`` listeners see the
+statement, a connection that has not begun begins (autobegin), and driver
+errors arrive as SQLAlchemy's, which the store maps to its own.
+``tests/test_store_direct.py`` holds both paths to the same results.
 """
 
 from __future__ import annotations
