@@ -268,22 +268,22 @@ def test_blocked_backlog_costs_one_page(store: Store) -> None:
     assert len(statements) <= 4
 
 
-def test_claim_uses_the_dispatch_index(tmp_path: object) -> None:
+def query_plan(tmp_path: object, query: str) -> str:
+    """SQLite's plan for ``query`` on a freshly migrated store."""
     with open_store(f"sqlite:///{tmp_path}/o.db") as opened, opened.engine.connect() as conn:
-        plan = conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN SELECT * FROM runs WHERE state = 'Scheduled' AND pool = 'local' "
-            "AND scheduled_time <= '2030-01-01' AND queue IN ('default') ORDER BY scheduled_time, created_at, id"
-        ).fetchall()
-    assert "ix_runs_dispatch" in str(plan) and "TEMP B-TREE" not in str(plan)  # read in order: no sort
+        return str(conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}").fetchall())
+
+
+def test_claim_uses_the_dispatch_index(tmp_path: object) -> None:
+    plan = query_plan(tmp_path, "SELECT * FROM runs WHERE state = 'Scheduled' AND pool = 'local' "
+                      "AND scheduled_time <= '2030-01-01' AND queue IN ('default') ORDER BY scheduled_time, created_at, id")
+    assert "ix_runs_dispatch" in plan and "TEMP B-TREE" not in plan  # read in order: no sort
 
 
 def test_a_workers_runs_in_a_state_are_found_without_reading_its_history(tmp_path: object) -> None:
-    with open_store(f"sqlite:///{tmp_path}/o.db") as opened, opened.engine.connect() as conn:
-        plan = conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN SELECT * FROM runs WHERE state IN ('Cancelling') AND worker = 'w' "
-            "ORDER BY scheduled_time, created_at, id"
-        ).fetchall()
-    assert "ix_runs_worker_state (worker=? AND state=?)" in str(plan)
+    plan = query_plan(tmp_path, "SELECT * FROM runs WHERE state IN ('Cancelling') AND worker = 'w' "
+                      "ORDER BY scheduled_time, created_at, id")
+    assert "ix_runs_worker_state (worker=? AND state=?)" in plan
 
 
 BULK_SQL = {

@@ -130,6 +130,14 @@ def test_in_lists_of_any_length_equal_the_core_path(store: Store, ids: int, excl
     assert len(expected) == ids
 
 
+def test_an_in_list_of_the_statements_own_equals_the_core_path(store: Store) -> None:
+    made = make_runs(store, 2)
+    store.transition(made[0], "Cancelled", "test")
+    literal = sa.select(runs.c.id).where(runs.c.state.in_(["Scheduled", "Pending"])).order_by(runs.c.id)
+    with store.engine.begin() as conn:
+        assert [tuple(row) for row in DirectStatement(literal).rows(conn)] == [(made[1],)]
+
+
 def test_listeners_see_direct_statements(store: Store) -> None:
     """Tests (and operators' instrumentation) count statements with ``before_cursor_execute``."""
     seen: list[tuple[str, Any]] = []

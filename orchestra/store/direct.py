@@ -87,6 +87,13 @@ class _Compiled:
                 values.append(value if process is None or value is None else process(value))
         return tuple(values)
 
+    def _value(self, name: str, params: Mapping[str, Any]) -> Any:
+        """The value bound to ``name``: the caller's, else the statement's own (a literal list)."""
+        value = params.get(name, self.defaults[self.names.index(name)])
+        if value is _REQUIRED:
+            raise KeyError(f"no value for the bound parameter {name!r}")
+        return value
+
     def _missing(self, params: Mapping[str, Any]) -> str:
         return next(name for name, default in self._named if default is _REQUIRED and name not in params)
 
@@ -95,7 +102,7 @@ class _Compiled:
         values. None for an empty list, whose SQL (an always-false test) Core writes."""
         if not self.lists:
             return self.sql
-        lengths = tuple(len(params[name]) for name in self.lists)
+        lengths = tuple(len(self._value(name, params)) for name in self.lists)
         if 0 in lengths:
             return None
         sql = self._sql_for_lengths.get(lengths)

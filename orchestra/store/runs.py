@@ -203,27 +203,19 @@ def runs_in_states(
     filters = {"pool": pool, "worker": worker, "deployment": deployment}
     given = {name: value for name, value in filters.items() if value is not None}
     wanted = sorted({states} if isinstance(states, str) else set(states))
-    filters_given, one_state = tuple(sorted(given)), len(wanted) == 1
-    if one_state:  # a worker's pass asks this (its runs being cancelled): the direct way
-        return [Run(*row) for row in _direct_runs_in_state(filters_given).rows(conn, {"states": wanted[0], **given})]
-    return runs_from(conn.execute(_runs_in_states_query(filters_given, False), {"states": wanted, **given}))
+    query = _runs_in_states_query(tuple(sorted(given)))
+    return [Run(*row) for row in query.rows(conn, {"states": wanted, **given})]
 
 
 @functools.cache
-def _runs_in_states_query(filters: tuple[str, ...], one_state: bool) -> Any:
-    """Built once per combination of filters: a worker asks this on every pass, and
-    building a statement costs more than running it on a small indexed set. One state
-    is compared with ``=``: an ``IN`` list is rendered anew at every execution."""
-    query = select(runs).where(_C.state == bindparam("states") if one_state
-                               else _C.state.in_(bindparam("states", expanding=True)))
+def _runs_in_states_query(filters: tuple[str, ...]) -> DirectStatement:
+    """Built once per combination of filters: a worker asks this on every pass (its runs
+    being cancelled), and building a statement costs more than running it on a small
+    indexed set."""
+    query = select(runs).where(_C.state.in_(bindparam("states", expanding=True)))
     for name in filters:
         query = query.where(_C[name] == bindparam(name))
-    return query.order_by(_C.scheduled_time, _C.created_at, _C.id)
-
-
-@functools.cache
-def _direct_runs_in_state(filters: tuple[str, ...]) -> DirectStatement:
-    return DirectStatement(_runs_in_states_query(filters, True))
+    return DirectStatement(query.order_by(_C.scheduled_time, _C.created_at, _C.id))
 
 
 def events(conn: Connection, run_id: str) -> list[RunEvent]:
