@@ -319,3 +319,24 @@ def test_a_start_an_end_and_a_job_both_started_and_ended_are_one_write_without_r
     assert (stored.state, stored.runner_ident, stored.exit_code) == (COMPLETED, f"pid-{quick.id[:6]}", 0)
     assert store.get_run(only_started.id).state == RUNNING
     assert store.get_run(long_running.id).state == COMPLETED and lease is not None
+
+
+# -- rehearse_claim --------------------------------------------------------------------------------------
+
+
+def test_a_rehearsed_claim_answers_as_the_claim_would_and_stores_nothing(store: Store, other: Store) -> None:
+    store.apply_resources([pool(concurrencyLimit=2), deployment("etl")], [])
+    soon = [store.create_run(new_run("etl", NOW + timedelta(seconds=s))) for s in (1, 2, 3)]
+    marker = other.change_marker()
+
+    rehearsed = store.rehearse_claim("local", at=NOW + timedelta(seconds=5), worker="w1", max_count=10)
+
+    assert [r.id for r in rehearsed.claimed] == [r.id for r in soon[:2]]  # the pool's limit holds
+    assert rehearsed.deployments == {"etl": store.get_resource("Deployment", "etl")}
+    assert rehearsed.next_due == soon[2].scheduled_time
+    assert other.change_marker() == marker  # rolled back: no run moved, no event written
+    assert [other.get_run(r.id).state for r in soon] == [SCHEDULED] * 3
+    assert [len(other.events(r.id)) for r in soon] == [1, 1, 1]
+    assert claim(store) == []  # and at NOW nothing is due yet
+    claimed = store.claim_runs("local", now=NOW + timedelta(seconds=5), worker="w1", max_count=10)
+    assert [r.id for r in claimed] == [r.id for r in soon[:2]]  # the real claim, when it comes

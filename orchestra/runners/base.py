@@ -99,6 +99,9 @@ class Runner(Protocol):
         """Problems with the shape of a rendered job, each as ``"path: what is wrong"``."""
         ...
 
+    # Optional: ``warm(self) -> None``, called by a worker shortly before runs fall due
+    # (``LocalWorker._rehearse``), to set up what the first start would otherwise pay for.
+
 
 def check_grace(grace: Any) -> list[str]:
     """Problems of a job's ``terminationGracePeriod`` (shared by every runner's ``validate_job``)."""

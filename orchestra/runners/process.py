@@ -33,7 +33,7 @@ from typing import Any
 from orchestra.durations import parse_duration
 from orchestra.runners.base import LaunchError, check_env, check_grace, check_log_max, check_string, json_type
 from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES, BoundedLogWriter
-from orchestra.runners.spawn import Child, spawn
+from orchestra.runners.spawn import Child, prepare, spawn
 
 __all__ = ["PROCESS_JOB_FIELDS", "ProcessHandle", "ProcessRunner", "validate_process_job"]
 
@@ -373,6 +373,12 @@ class ProcessRunner:
 
     def validate_job(self, job: dict[str, Any]) -> list[str]:
         return validate_process_job(job)
+
+    def warm(self) -> None:
+        """Set up before a burst what the first start would (see ``Runner.warm``):
+        the daemon's environment copied and encoded, glibc's spawn loaded, the pump running."""
+        prepare(self._daemon_env())
+        _shared_pump()
 
     def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
         """Launch ``job``; raises ``LaunchError`` for an invalid or unstartable job.

@@ -31,7 +31,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Child", "spawn"]
+__all__ = ["Child", "prepare", "spawn"]
 
 _POSIX_SPAWN_SETSIGMASK = 0x08  # glibc's <spawn.h>
 _POSIX_SPAWN_SETSIGDEF = 0x04
@@ -76,6 +76,19 @@ def spawn(argv: Sequence[str], *, executable: str | None, env: Mapping[str, str]
         if child is not None:
             return child
     return _popen(argv, executable, env, cwd)
+
+
+def prepare(env: Mapping[str, str]) -> None:
+    """Do what the first ``spawn`` would do once (load glibc's functions, make the
+    attributes, encode the entries of ``env``), so that it starts as fast as the next."""
+    libc = _libc()
+    if libc is not None:
+        _attributes(_quick_calls(libc))
+    for key, value in env.items():
+        try:
+            _env_entry(key, value)
+        except (UnicodeError, ValueError):  # the spawn that meets it falls back to Popen
+            continue
 
 
 def _popen(argv: Sequence[str], executable: str | None, env: Mapping[str, str], cwd: str) -> Child:

@@ -100,6 +100,17 @@ class Database:
         with _mapped_errors(), self._writer.begin() as conn:
             yield conn
 
+    @contextmanager
+    def rehearsal(self) -> Iterator[Connection]:
+        """A write transaction that is always rolled back: statements run as they
+        would for real (compiled, prepared, their rows read) and leave nothing."""
+        with _mapped_errors(), self._writer.connect() as conn:
+            conn.begin()
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
     def insert_ignore(self, table: Table) -> Any:
         """``INSERT ... ON CONFLICT DO NOTHING`` for this dialect."""
         module = sqlite if self.dialect == "sqlite" else postgresql

@@ -96,6 +96,20 @@ class Launcher:
     def log_path(self, run_id: str) -> Path:
         return self.log_dir / f"{run_id}.log"
 
+    def warm(self, runner: Runner) -> None:
+        """Do before runs fall due what their first start would do once: make the log
+        directory, start the start threads, and let the runner set itself up."""
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # the start that needs it says so, as a failed run
+            log.debug("cannot make the log directory %s yet: %s", self.log_dir, err)
+        threads = start_concurrency(runner)
+        if threads > 1:
+            _start_threads(threads)
+        warm = getattr(runner, "warm", None)  # optional: see ``runners.base.Runner``
+        if warm is not None:
+            warm()
+
     def launch(self, runs: Sequence[Run], runner: Runner, now: datetime, resources: ResourceCache,
                deliver: Callable[[Outcome], None]) -> None:
         """Start the jobs of the Pending ``runs``; each outcome goes to ``deliver``,

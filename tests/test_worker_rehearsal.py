@@ -1,0 +1,106 @@
+"""A worker that sleeps until runs fall due rehearses their claim shortly before
+(``LocalWorker._rehearse``): the real claim then starts warm, and the pass at the
+due time claims at once. The rehearsal must change nothing, happen once per due
+time, and never make the worker claim when nothing is due.
+
+Real processes and a real SQLite store, driven pass by pass (tests/worker_fixtures.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import sqlalchemy as sa
+from worker_fixtures import T0, TrackingRunner, World, at, pool, world_fixture  # noqa: F401
+
+from orchestra.store import CANCELLED, PENDING, RUNNING, SCHEDULED
+from orchestra.workers.local import REHEARSE_AHEAD
+
+
+class WarmedRunner(TrackingRunner):
+    """The tracking runner with the optional ``warm`` hook, counting its calls."""
+
+    def __init__(self, base_dir: Path) -> None:
+        super().__init__(base_dir)
+        self.warmed = 0
+
+    def warm(self) -> None:
+        self.inner.warm()
+        self.warmed += 1
+
+
+def statements(world: World) -> list[str]:
+    """Every statement the store runs from now on (a list that grows)."""
+    seen: list[str] = []
+    sa.event.listen(world.store.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    return seen
+
+
+def test_runs_due_soon_have_their_claim_rehearsed_once_and_nothing_changes(world: World) -> None:
+    world.runner = WarmedRunner(world.tmp)
+    world.worker = world.make_worker()
+    world.apply(pool("local", concurrencyLimit=4))
+    world.job("quick", ["true"])
+    due = at(0.5)
+    runs = [world.run("quick", due) for _ in range(3)]
+    marker = world.store.change_marker()
+    began = world.writes()
+
+    assert world.worker.step(T0) == due  # sleeps until they are due
+    assert (len(began), world.runner.warmed) == (1, 1)  # one rehearsal: a write transaction, rolled back
+    assert world.store.change_marker() == marker
+    assert [world.state(run) for run in runs] == [SCHEDULED] * 3
+    assert (world.tmp / "logs").is_dir() and world.runner.handles == {}
+
+    assert world.worker.step(at(0.1)) == due
+    assert (len(began), world.runner.warmed) == (1, 1)  # once per due time
+
+
+def test_at_the_rehearsed_time_the_pass_claims_without_asking_first(world: World) -> None:
+    world.apply(pool("local", concurrencyLimit=4))
+    world.job("quick", ["true"])
+    due = at(0.5)
+    runs = [world.run("quick", due) for _ in range(3)]
+    world.worker.step(T0)
+    seen = statements(world)
+
+    world.step(due)
+
+    first_write = seen.index("BEGIN IMMEDIATE")
+    assert not any("min(runs.scheduled_time)" in sql for sql in seen[:first_write])
+    assert all(world.state(run) in (RUNNING, "Completed") for run in runs)
+    assert [e[1] for e in world.reasons(runs[0])][:3] == [SCHEDULED, PENDING, RUNNING]
+
+
+def test_runs_due_later_than_the_rehearsal_window_are_not_rehearsed(world: World) -> None:
+    world.apply(pool("local"))
+    world.job("quick", ["true"])
+    later = T0 + REHEARSE_AHEAD * 3
+    world.run("quick", later)
+    began = world.writes()
+    assert world.worker.step(T0) == later
+    assert began == []
+
+
+def test_a_rehearsed_run_cancelled_before_its_time_leaves_the_worker_quiet(world: World) -> None:
+    world.apply(pool("local"))
+    world.job("quick", ["true"])
+    due = at(0.5)
+    run = world.run("quick", due)
+    world.worker.step(T0)
+    world.store.transition(run.id, CANCELLED, "cancelled before it was due", expect={SCHEDULED})
+
+    assert world.step(due) is None  # one claim at the due time finds nothing, and nothing else is due
+    began = world.writes()
+    assert world.step(at(1)) is None
+    assert began == []  # the rehearsal does not keep the worker claiming
+    assert world.state(run) == CANCELLED and world.runner.handles == {}
+
+
+def test_a_runner_without_warm_is_still_rehearsed_for(world: World) -> None:
+    world.apply(pool("local"))
+    world.job("quick", ["true"])
+    due = at(0.5)
+    run = world.run("quick", due)
+    assert not hasattr(world.runner, "warm")
+    assert world.worker.step(T0) == due
+    world.step_until(world.reached(run, "Completed"), due, what="the rehearsed run")
