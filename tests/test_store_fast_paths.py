@@ -340,3 +340,24 @@ def test_a_rehearsed_claim_answers_as_the_claim_would_and_stores_nothing(store: 
     assert claim(store) == []  # and at NOW nothing is due yet
     claimed = store.claim_runs("local", now=NOW + timedelta(seconds=5), worker="w1", max_count=10)
     assert [r.id for r in claimed] == [r.id for r in soon[:2]]  # the real claim, when it comes
+
+
+def test_after_a_rehearsal_the_claims_of_the_burst_read_no_deployment(store: Store) -> None:
+    store.apply_resources([pool(concurrencyLimit=2)] + [deployment(f"job-{i}") for i in range(12)], [])
+    at = NOW + timedelta(seconds=5)
+    for i in range(12):
+        store.create_run(new_run(f"job-{i}", at))
+    store.rehearse_claim("local", at=at, worker="w1", max_count=10)
+    stored = store.get_resources("Deployment", [f"job-{i}" for i in range(12)])
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    claimed: list[Run] = []
+    for _ in range(6):  # the pool takes two at a time: the walk meets every run's deployment
+        started = [(run, TransitionRequest(run.id, RUNNING, "started", frozenset({PENDING}),
+                                           {"worker": "w1", "attempt": run.attempt})) for run in claimed]
+        done = store.finish_and_claim([m for run, start in started for m in ((run, start), ended(run))],
+                                      "local", now=at, worker="w1", max_count=10)
+        claimed = done.claimed
+        assert len(claimed) == 2 and set(done.deployments) == {run.deployment for run in claimed}
+        assert all(done.deployments[run.deployment] == stored[run.deployment] for run in claimed)
+    assert not [sql for sql in statements if "FROM resources" in sql]
