@@ -30,6 +30,7 @@ from orchestra.store.models import (
     StoredResource,
     can_transition,
     effective_paused,
+    evolve,
 )
 from orchestra.store.store import Store, open_store
 from orchestra.store.transitions import TransitionRequest, TransitionResult
@@ -39,5 +40,5 @@ __all__ = [
     "MISSED", "PENDING", "READY", "RUNNING", "SCHEDULED", "SKIPPED", "STATES", "TERMINAL",
     "TRANSITIONS", "FinishedAndClaimed", "NewRun", "ResourceWrite", "Run", "RunEvent", "Store", "StoredResource",
     "TransitionRequest", "TransitionResult",
-    "can_transition", "effective_paused", "open_store",
+    "can_transition", "effective_paused", "evolve", "open_store",
 ]

@@ -19,11 +19,10 @@ No I/O here: the worker writes, and acts on what is settled.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from orchestra.store import RUNNING, Run
+from orchestra.store import RUNNING, Run, evolve
 from orchestra.workers.launching import NotStarted, Outcome, Started
 from orchestra.workers.reporting import Move
 from orchestra.workers.supervision import Supervised
@@ -62,7 +61,7 @@ class PassRecord:
             moves.append(running_move(job))
             code = job.entry.handle.poll()
             if code is not None:  # decided from the run as the Running move leaves it
-                job.entry.run = dataclasses.replace(job.entry.run, state=RUNNING)
+                job.entry.run = evolve(job.entry.run, {"state": RUNNING})
                 moves.append(end_move(job.entry, code))
                 chained.add(job.entry.run.id)
         moves += [o.move for o in not_started]
