@@ -376,7 +376,7 @@ class ProcessRunner:
 
     def warm(self) -> None:
         """Set up before a burst what the first start would (see ``Runner.warm``):
-        the daemon's environment copied and encoded, glibc's spawn loaded, the pump running."""
+        the daemon's environment copied and encoded, glibc's spawn loaded, the pump made."""
         prepare(self._daemon_env())
         _shared_pump()
 
