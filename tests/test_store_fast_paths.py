@@ -334,6 +334,9 @@ def test_a_rehearsed_claim_answers_as_the_claim_would_and_stores_nothing(store: 
     assert [r.id for r in rehearsed.claimed] == [r.id for r in soon[:2]]  # the pool's limit holds
     assert rehearsed.deployments == {"etl": store.get_resource("Deployment", "etl")}
     assert rehearsed.next_due == soon[2].scheduled_time
+    assert rehearsed.coming == [r.id for r in soon]  # every run due by then: the worker makes their logs
+    assert store.rehearse_claim("local", at=NOW + timedelta(seconds=2), worker="w1", max_count=1).coming == \
+        [r.id for r in soon[:2]]
     assert other.change_marker() == marker  # rolled back: no run moved, no event written
     assert [other.get_run(r.id).state for r in soon] == [SCHEDULED] * 3
     assert [len(other.events(r.id)) for r in soon] == [1, 1, 1]

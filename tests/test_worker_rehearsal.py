@@ -8,11 +8,14 @@ Real processes and a real SQLite store, driven pass by pass (tests/worker_fixtur
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
 import sqlalchemy as sa
 from worker_fixtures import T0, TrackingRunner, World, at, pool, world_fixture  # noqa: F401
 
 from orchestra.store import CANCELLED, PENDING, RUNNING, SCHEDULED
+from orchestra.workers.launching import make_empty_files
 from orchestra.workers.local import REHEARSE_AHEAD
 
 
@@ -104,3 +107,38 @@ def test_a_runner_without_warm_is_still_rehearsed_for(world: World) -> None:
     assert not hasattr(world.runner, "warm")
     assert world.worker.step(T0) == due
     world.step_until(world.reached(run, "Completed"), due, what="the rehearsed run")
+
+
+def test_the_logs_of_rehearsed_runs_are_made_ahead_and_an_earlier_attempts_is_kept(world: World) -> None:
+    world.apply(pool("local", concurrencyLimit=2))
+    world.job("quick", ["echo", "out"])
+    due = at(0.9)
+    runs = [world.run("quick", due) for _ in range(4)]
+    logs = world.tmp / "logs"
+    logs.mkdir()
+    (logs / f"{runs[3].id}.log").write_text("[orchestra] attempt 1 of 2 ended: Failed\n")
+
+    world.worker.step(T0)
+    maker = world.worker.making_logs
+    assert maker is not None
+    maker.join(timeout=10)
+    # every due run's, not only the two the rehearsed claim would take
+    assert [(logs / f"{run.id}.log").read_text() for run in runs] == ["", "", "",
+                                                                      "[orchestra] attempt 1 of 2 ended: Failed\n"]
+    assert [world.state(run) for run in runs] == [SCHEDULED] * 4
+
+    world.step_until(lambda: all(world.state(run) == "Completed" for run in runs), due, what="the four runs")
+    text = (logs / f"{runs[0].id}.log").read_text()
+    assert text.startswith("[orchestra] attempt 1 of 1 started at ") and "\nout\n" in text
+    assert (logs / f"{runs[3].id}.log").read_text().startswith("[orchestra] attempt 1 of 2 ended: Failed\n[orchestra]")
+
+
+def test_making_logs_ahead_stops_at_its_deadline_and_on_an_error(tmp_path: Path) -> None:
+    paths = [tmp_path / f"{n}.log" for n in range(3)]
+    assert make_empty_files(paths, deadline=time.monotonic() - 1) == 0
+    assert not any(path.exists() for path in paths)
+    assert make_empty_files(paths, deadline=time.monotonic() + 60) == 3
+    assert all(path.read_bytes() == b"" for path in paths)
+    missing = [tmp_path / "no-such-dir" / "a.log", tmp_path / "b.log"]
+    assert make_empty_files(missing, deadline=time.monotonic() + 60) == 0  # left to the start that needs it
+    assert not missing[1].exists()

@@ -238,22 +238,25 @@ def _load_deployments(conn: Connection, dispatch: Dispatch, batch: list[Run], sn
 
 
 def preload_deployments(conn: Connection, pool: str, until: datetime, snapshot: _Snapshot,
-                        limit: int = PRELOAD_LIMIT) -> None:
+                        limit: int = PRELOAD_LIMIT) -> list[str]:
     """Read into ``snapshot`` the deployments of the runs of ``pool`` due by ``until``
-    (of the first ``limit`` of them) that it does not hold yet, in one query.
+    (of the first ``limit`` of them) that it does not hold yet, in one query; the
+    ids of those runs, in time order.
 
     For a rehearsed claim (``Store.rehearse_claim``): the claims of a burst then
-    read no deployment, where each would read those of the few runs it takes.
+    read no deployment, where each would read those of the few runs it takes,
+    and the worker can make the runs' log files before they start.
     """
-    names = [row[0] for row in _DUE_DEPLOYMENTS.rows(conn, {"pool": pool, "until": until, "limit": limit})]
-    unknown = sorted({name for name in names if name not in snapshot.deployments})
+    due = _DUE_RUNS.rows(conn, {"pool": pool, "until": until, "limit": limit})
+    unknown = sorted({row[1] for row in due if row[1] not in snapshot.deployments})
     if unknown:
         found = _named_resources(conn, "Deployment", unknown)
         snapshot.deployments.update({name: found.get(name) for name in unknown})
+    return [row[0] for row in due]
 
 
-_DUE_DEPLOYMENTS = DirectStatement(
-    select(_C.deployment)
+_DUE_RUNS = DirectStatement(
+    select(_C.id, _C.deployment)
     .where(_C.state == SCHEDULED, _C.pool == bindparam("pool"), _C.scheduled_time <= bindparam("until"))
     .order_by(_C.scheduled_time, _C.created_at, _C.id)
     .limit(bindparam("limit"))

@@ -208,3 +208,6 @@ class FinishedAndClaimed:
     # were left due (held back by a limit, or beyond ``max_count``); None if none is scheduled.
     next_due: datetime | None
     cancelling: list[Run]  # the worker's runs someone asked to cancel
+    # A rehearsal only (``Store.rehearse_claim``): the ids of the runs due by its time
+    # (up to ``claim.PRELOAD_LIMIT``), in dispatch time order, the claimed ones among them.
+    coming: list[str] = field(default_factory=list)

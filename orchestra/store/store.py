@@ -370,10 +370,13 @@ class Store:
                 events_out=events,
             )
             runs.insert_events(conn, events)
+            coming: list[str] = []
             if rehearse and claimed.revision is not None:
-                claim.preload_deployments(conn, pool, now, self._dispatch.at(claimed.revision))
+                # after the claim: its runs are Pending in this transaction, so not among the due ones
+                coming = [run.id for run in claimed.runs]
+                coming += claim.preload_deployments(conn, pool, now, self._dispatch.at(claimed.revision))
             return FinishedAndClaimed(
                 finished=finished, claimed=claimed.runs, deployments=claimed.deployments,
                 resource_revision=claimed.revision, next_due=claimed.left_due or runs.next_due_time(conn, pool),
-                cancelling=runs.runs_in_states(conn, CANCELLING, worker=worker),
+                cancelling=runs.runs_in_states(conn, CANCELLING, worker=worker), coming=coming,
             )

@@ -31,6 +31,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,6 +112,24 @@ class Launcher:
         warm = getattr(runner, "warm", None)  # optional: see ``runners.base.Runner``
         if warm is not None:
             warm()
+
+    def make_logs(self, run_ids: Sequence[str], seconds: float) -> threading.Thread:
+        """Create the empty log files of runs about to start, in a thread that gives up
+        after ``seconds`` (when they fall due: the starts then make the rest).
+
+        Making a file can cost far more than opening one: ext4 without a journal
+        (this project's test machines) steps over every inode freed in the last
+        minutes, 0.1-0.45 ms a file after a test run, against 5 us to open it. A
+        burst's starts paid that in the loop's thread; made while the worker
+        waits for them, a start only opens its log. An existing log (an earlier
+        attempt's) is left as it is, and the log of a run that does not start
+        after all stays empty, which reads as a missing one does.
+        """
+        deadline = time.monotonic() + seconds
+        paths = [self.log_path(run_id) for run_id in run_ids]
+        thread = threading.Thread(target=make_empty_files, args=(paths, deadline), name="orchestra-logs", daemon=True)
+        thread.start()
+        return thread
 
     def launch(self, runs: Sequence[Run], runner: Runner, now: datetime, resources: ResourceCache,
                deliver: Callable[[Outcome], None]) -> None:
@@ -199,6 +220,21 @@ class Launcher:
         except Exception as err:  # a bug must not leave the run Pending forever
             log.exception("%s: rendering the job failed", label(run))
             return f"cannot render the job (internal error): {err!r}"
+
+
+def make_empty_files(paths: Sequence[Path], deadline: float) -> int:
+    """Create those of ``paths`` that do not exist, in order, until ``time.monotonic()``
+    passes ``deadline``; how many were looked at. Errors are left to the start that needs the file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC  # never O_TRUNC: a log is only ever appended to
+    for done, path in enumerate(paths):
+        if time.monotonic() >= deadline:
+            return done
+        try:
+            os.close(os.open(path, flags, 0o666))
+        except OSError as err:
+            log.debug("cannot make the log %s ahead: %s", path, err)
+            return done
+    return len(paths)
 
 
 @functools.cache

@@ -102,6 +102,7 @@ class LocalWorker:
         self._backlog: set[str] = set()  # pools that had due runs left after their last claim
         self._adopted = False  # the last pass's claim read the resource marker: no refresh needed
         self._rehearsed: dict[str, datetime] = {}  # pool -> the due time its claim was rehearsed for
+        self.making_logs: threading.Thread | None = None  # the last rehearsal's log maker (tests join it)
 
     def log_path(self, run_id: str) -> Path:
         return self._launcher.log_path(run_id)
@@ -500,7 +501,7 @@ class LocalWorker:
             due = self.store.next_due_time(pool)
             if due is None or due > now:
                 if due is not None and due - now <= REHEARSE_AHEAD:
-                    self._rehearse(pool, runner, due)
+                    self._rehearse(pool, runner, due, now)
                 return [due] if due else []
         self._rehearsed.pop(pool, None)
         self._backlog.discard(pool)  # until the store says otherwise below
@@ -508,7 +509,7 @@ class LocalWorker:
                                         lease_seconds=self.lease_seconds)
         return self._start_claimed(pool, runner, now, claimed, lambda: self.store.next_due_time(pool))
 
-    def _rehearse(self, pool: str, runner: Runner, due: datetime) -> None:
+    def _rehearse(self, pool: str, runner: Runner, due: datetime, now: datetime) -> None:
         """Get ready, before ``due``, for the claim and the starts that come then.
 
         When hundreds of runs share a boundary, the first claim after it used
@@ -516,19 +517,24 @@ class LocalWorker:
         pool, queues and deployments read, the runner's first-start set-up
         (about 10 ms of the first start). The claim is rehearsed at ``due``
         in a transaction the store rolls back, its deployments kept for
-        rendering, and the runner warmed; the pass at ``due`` then claims at
-        once, without asking first whether anything is due. Once per due time.
+        rendering, the runner warmed, and the log files of the runs due then
+        made in a thread (``Launcher.make_logs``); the pass at ``due`` then claims
+        at once, without asking first whether anything is due. Once per due time.
         """
         if self._rehearsed.get(pool) == due:
             return
         self._rehearsed[pool] = due
         rehearse = getattr(self.store, "rehearse_claim", None)
+        coming: list[str] = []
         if rehearse is not None:  # a remote worker's store has none: its claims cost a request anyway
             result: FinishedAndClaimed = rehearse(pool, at=due, worker=self.worker_id, max_count=CLAIM_BATCH,
                                                   lease_seconds=self.lease_seconds)
             if result.resource_revision is not None:
                 self._resources.adopt(result.resource_revision, result.deployments)
+            coming = result.coming
         self._launcher.warm(runner)
+        if coming:
+            self.making_logs = self._launcher.make_logs(coming, (due - now).total_seconds())
 
     def _rehearsed_due(self, pool: str, now: datetime) -> bool:
         """Has the due time of a rehearsed claim of ``pool`` come?"""
