@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from worker_fixtures import T0, TrackingRunner, World, at, pool, world_fixture  # noqa: F401
 
 from orchestra.store import CANCELLED, PENDING, RUNNING, SCHEDULED
+from orchestra.workers import launching
 from orchestra.workers.launching import make_empty_files
 from orchestra.workers.local import REHEARSE_AHEAD
 
@@ -119,7 +122,7 @@ def test_the_logs_of_rehearsed_runs_are_made_ahead_and_an_earlier_attempts_is_ke
     (logs / f"{runs[3].id}.log").write_text("[orchestra] attempt 1 of 2 ended: Failed\n")
 
     world.worker.step(T0)
-    maker = world.worker.making_logs
+    maker = world.worker.preparing
     assert maker is not None
     maker.join(timeout=10)
     # every due run's, not only the two the rehearsed claim would take
@@ -142,3 +145,55 @@ def test_making_logs_ahead_stops_at_its_deadline_and_on_an_error(tmp_path: Path)
     missing = [tmp_path / "no-such-dir" / "a.log", tmp_path / "b.log"]
     assert make_empty_files(missing, deadline=time.monotonic() + 60) == 0  # left to the start that needs it
     assert not missing[1].exists()
+
+
+def counted_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the runs ``render_run`` renders from now on."""
+    rendered: list[str] = []
+    real = launching.render_run
+
+    def counting(deployment: Any, pool: Any, run: Any, python: str) -> Any:
+        rendered.append(run.id)
+        return real(deployment, pool, run, python)
+
+    monkeypatch.setattr(launching, "render_run", counting)
+    return rendered
+
+
+def test_the_jobs_of_rehearsed_runs_are_rendered_ahead_and_used_once(world: World,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    world.apply(pool("local", concurrencyLimit=2))
+    world.job("quick", ["echo", "{{ parameters.who }}"], parameters={"who": "ahead"})
+    due = at(0.9)
+    runs = [world.run("quick", due) for _ in range(3)]
+    rendered = counted_renders(monkeypatch)
+
+    world.worker.step(T0)
+    assert world.worker.preparing is not None
+    world.worker.preparing.join(timeout=10)
+    assert sorted(rendered) == sorted(run.id for run in runs)
+
+    world.step_until(lambda: all(world.state(run) == "Completed" for run in runs), due, what="the three runs")
+    assert len(rendered) == 3  # the starts took the jobs rendered ahead
+    stored = world.store.get_run(runs[0].id)
+    assert stored.job is not None and stored.job["command"] == ["echo", "ahead"]
+    assert "\nahead\n" in (world.tmp / "logs" / f"{runs[0].id}.log").read_text()
+
+
+def test_a_job_rendered_ahead_is_not_used_once_its_deployment_changed(world: World,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    world.apply(pool("local"))
+    world.job("quick", ["echo", "before"])
+    due = at(0.9)
+    run = world.run("quick", due)
+    rendered = counted_renders(monkeypatch)
+    world.worker.step(T0)
+    assert world.worker.preparing is not None
+    world.worker.preparing.join(timeout=10)
+    assert rendered == [run.id]
+
+    world.job("quick", ["echo", "after"])  # applied between the rehearsal and the due time
+    world.step_until(world.reached(run, "Completed"), due, what="the run")
+    assert rendered == [run.id, run.id]  # rendered again, from the deployment as it is now
+    assert world.store.get_run(run.id).job["command"] == ["echo", "after"]
+    assert "\nafter\n" in (world.tmp / "logs" / f"{run.id}.log").read_text()

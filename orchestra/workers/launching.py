@@ -36,14 +36,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from orchestra.errors import InvalidInput, NotFound, StoreError
 from orchestra.jobs.template import RenderedJob
 from orchestra.runners.base import LaunchError, Runner, start_concurrency
-from orchestra.store import CANCELLING, FAILED, PENDING, RUNNING, Run, Store
+from orchestra.store import CANCELLING, FAILED, PENDING, RUNNING, Run, Store, StoredResource
 from orchestra.workers.outcomes import grace_seconds, label
 from orchestra.workers.rendering import render_run
 from orchestra.workers.reporting import Move, finish_request, move_request, note
@@ -86,6 +87,28 @@ class StartError:
 
 Outcome = Started | NotStarted | StartError
 
+_AHEAD_LIMIT = 2000  # jobs rendered ahead kept at most (the rehearsal names up to 1,000 runs)
+
+
+def _render_inputs(run: Run) -> tuple[Any, ...]:
+    """What of a run its job is rendered from (``render_run``)."""
+    return run.parameters, run.job_variables, run.slot_time or run.scheduled_time
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """A job rendered before its run was claimed, and what it was rendered from."""
+
+    inputs: tuple[Any, ...]
+    deployment: StoredResource
+    pool: StoredResource
+    rendered: RenderedJob
+
+    def rendered_from(self, run: Run, deployment: StoredResource, pool: StoredResource) -> bool:
+        """Would ``run`` render the same now? Only if its inputs, deployment and pool are as they were."""
+        return (self.inputs == _render_inputs(run) and (self.deployment is deployment or self.deployment == deployment)
+                and (self.pool is pool or self.pool == pool))
+
 
 @dataclass(frozen=True)
 class Launcher:
@@ -95,6 +118,8 @@ class Launcher:
     worker_id: str
     log_dir: Path
     python: str
+    # run id -> its job rendered ahead (``prepare``): written by the prepare thread, popped by starts
+    _ahead: dict[str, _Ahead] = field(default_factory=dict, compare=False, repr=False)
 
     def log_path(self, run_id: str) -> Path:
         return self.log_dir / f"{run_id}.log"
@@ -113,23 +138,55 @@ class Launcher:
         if warm is not None:
             warm()
 
-    def make_logs(self, run_ids: Sequence[str], seconds: float) -> threading.Thread:
-        """Create the empty log files of runs about to start, in a thread that gives up
-        after ``seconds`` (when they fall due: the starts then make the rest).
+    def prepare(self, run_ids: Sequence[str], seconds: float) -> threading.Thread:
+        """Get the runs about to start ready, in a thread that gives up after ``seconds``
+        (when they fall due: the starts then do the rest themselves): make their
+        empty log files, then render their jobs.
 
         Making a file can cost far more than opening one: ext4 without a journal
         (this project's test machines) steps over every inode freed in the last
         minutes, 0.1-0.45 ms a file after a test run, against 5 us to open it. A
-        burst's starts paid that in the loop's thread; made while the worker
-        waits for them, a start only opens its log. An existing log (an earlier
-        attempt's) is left as it is, and the log of a run that does not start
-        after all stays empty, which reads as a missing one does.
+        burst's starts paid that, and about 0.1 ms a run for rendering, in the
+        loop's thread; done while the worker waits for them, a start only opens
+        its log and takes its job (``_render`` checks that what it was rendered
+        from still holds). An existing log (an earlier attempt's) is left as it is,
+        and the log of a run that does not start after all stays empty, which
+        reads as a missing one does.
         """
         deadline = time.monotonic() + seconds
-        paths = [self.log_path(run_id) for run_id in run_ids]
-        thread = threading.Thread(target=make_empty_files, args=(paths, deadline), name="orchestra-logs", daemon=True)
+        thread = threading.Thread(target=self._prepare, args=(list(run_ids), deadline), name="orchestra-prepare",
+                                  daemon=True)
         thread.start()
         return thread
+
+    def _prepare(self, run_ids: list[str], deadline: float) -> None:
+        made = make_empty_files([self.log_path(run_id) for run_id in run_ids], deadline)
+        if made < len(run_ids) or time.monotonic() >= deadline:
+            return
+        try:
+            runs = self.store.get_runs(run_ids)
+            deployments = self.store.get_resources("Deployment", {run.deployment for run in runs.values()})
+            pools = {pool.name: pool for pool in self.store.list_resources("WorkPool")}
+        except StoreError as err:  # the starts render for themselves
+            log.debug("cannot render jobs ahead: %s", err)
+            return
+        if len(self._ahead) > _AHEAD_LIMIT:  # runs prepared and never started (cancelled, say)
+            self._ahead.clear()
+        for run_id in run_ids:
+            run = runs.get(run_id)
+            if time.monotonic() >= deadline:
+                return
+            if run is None or run.deployment not in deployments:
+                continue
+            deployment = deployments[run.deployment]
+            pool = pools.get(deployment.spec.get("pool", ""))
+            if pool is None:
+                continue
+            try:
+                rendered = render_run(deployment, pool, run, self.python)
+            except Exception:  # noqa: BLE001 - the start renders again and says why
+                continue
+            self._ahead[run_id] = _Ahead(_render_inputs(run), deployment, pool, rendered)
 
     def launch(self, runs: Sequence[Run], runner: Runner, now: datetime, resources: ResourceCache,
                deliver: Callable[[Outcome], None]) -> None:
@@ -212,7 +269,11 @@ class Launcher:
         deterministic: retrying the same inputs cannot help)."""
         try:
             deployment = resources.deployment(run.deployment)
-            return render_run(deployment, resources.pool(deployment.spec["pool"]), run, self.python)
+            pool = resources.pool(deployment.spec["pool"])
+            ahead = self._ahead.pop(run.id, None)
+            if ahead is not None and ahead.rendered_from(run, deployment, pool):
+                return ahead.rendered
+            return render_run(deployment, pool, run, self.python)
         except (InvalidInput, NotFound) as err:
             return f"cannot render the job: {err}"
         except StoreError:

@@ -102,7 +102,7 @@ class LocalWorker:
         self._backlog: set[str] = set()  # pools that had due runs left after their last claim
         self._adopted = False  # the last pass's claim read the resource marker: no refresh needed
         self._rehearsed: dict[str, datetime] = {}  # pool -> the due time its claim was rehearsed for
-        self.making_logs: threading.Thread | None = None  # the last rehearsal's log maker (tests join it)
+        self.preparing: threading.Thread | None = None  # the last rehearsal's ``Launcher.prepare`` (tests join it)
 
     def log_path(self, run_id: str) -> Path:
         return self._launcher.log_path(run_id)
@@ -518,7 +518,7 @@ class LocalWorker:
         (about 10 ms of the first start). The claim is rehearsed at ``due``
         in a transaction the store rolls back, its deployments kept for
         rendering, the runner warmed, and the log files of the runs due then
-        made in a thread (``Launcher.make_logs``); the pass at ``due`` then claims
+        made and their jobs rendered in a thread (``Launcher.prepare``); the pass at ``due`` then claims
         at once, without asking first whether anything is due. Once per due time.
         """
         if self._rehearsed.get(pool) == due:
@@ -534,7 +534,7 @@ class LocalWorker:
             coming = result.coming
         self._launcher.warm(runner)
         if coming:
-            self.making_logs = self._launcher.make_logs(coming, (due - now).total_seconds())
+            self.preparing = self._launcher.prepare(coming, (due - now).total_seconds())
 
     def _rehearsed_due(self, pool: str, now: datetime) -> bool:
         """Has the due time of a rehearsed claim of ``pool`` come?"""
