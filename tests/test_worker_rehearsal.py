@@ -1,7 +1,9 @@
 """A worker that sleeps until runs fall due rehearses their claim shortly before
 (``LocalWorker._rehearse``): the real claim then starts warm, and the pass at the
 due time claims at once. The rehearsal must change nothing, happen once per due
-time, and never make the worker claim when nothing is due.
+time, and never make the worker claim when nothing is due. The runs it names are
+prepared in a thread (``Launcher.prepare``): their logs made, never truncated, and
+their jobs rendered, used only while what they were rendered from still holds.
 
 Real processes and a real SQLite store, driven pass by pass (tests/worker_fixtures.py).
 """

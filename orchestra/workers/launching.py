@@ -11,6 +11,11 @@ worker records it in its next pass, in the same store write as the ends and
 the next claim (``workers.recording``). So the starts of a wave cost no write
 of their own, and a job that started and already ended costs one write.
 
+Runs a rehearsed claim names as about to fall due are prepared ahead
+(``prepare``, in a thread while the worker waits): their log files made and
+their jobs rendered, so that at the due time a start only opens its log and
+takes its job, as long as what the job was rendered from still holds.
+
 Each way a start can fail ends the attempt in a plain-words state, so no
 claimed run is left Pending:
 
@@ -160,6 +165,8 @@ class Launcher:
         return thread
 
     def _prepare(self, run_ids: list[str], deadline: float) -> None:
+        """The prepare thread: every log first (the dearer part, and needed by every
+        start), then the jobs, in the order the runs fall due; nothing it meets is an error."""
         made = make_empty_files([self.log_path(run_id) for run_id in run_ids], deadline)
         if made < len(run_ids) or time.monotonic() >= deadline:
             return
@@ -167,7 +174,7 @@ class Launcher:
             runs = self.store.get_runs(run_ids)
             deployments = self.store.get_resources("Deployment", {run.deployment for run in runs.values()})
             pools = {pool.name: pool for pool in self.store.list_resources("WorkPool")}
-        except StoreError as err:  # the starts render for themselves
+        except Exception as err:  # noqa: BLE001 - best effort (the store may be closing): the starts render
             log.debug("cannot render jobs ahead: %s", err)
             return
         if len(self._ahead) > _AHEAD_LIMIT:  # runs prepared and never started (cancelled, say)
