@@ -74,6 +74,7 @@ BLOCKED_POLL = 1.0  # seconds: recheck due runs held back by a limit someone els
 STOP_JOIN_MARGIN = 5.0  # seconds a stopper may take beyond its grace (SIGKILL, output drain)
 GATHER_STARTS = 0.005  # seconds a pass may wait for starts in flight, to record them all in one write
 REHEARSE_AHEAD = timedelta(seconds=1)  # how soon before runs fall due their claim is rehearsed
+PREPARE_MARGIN = 0.02  # seconds before the due time at which preparing its runs stops
 
 
 class LocalWorker:
@@ -534,7 +535,10 @@ class LocalWorker:
             coming = result.coming
         self._launcher.warm(runner)
         if coming:
-            self.preparing = self._launcher.prepare(coming, (due - now).total_seconds())
+            # done a little before ``due``: a render holds the interpreter lock, which the loop
+            # waking at ``due`` would otherwise wait for
+            seconds = max(0.0, (due - now).total_seconds() - PREPARE_MARGIN)
+            self.preparing = self._launcher.prepare(coming, seconds)
 
     def _rehearsed_due(self, pool: str, now: datetime) -> bool:
         """Has the due time of a rehearsed claim of ``pool`` come?"""
