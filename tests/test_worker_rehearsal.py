@@ -199,3 +199,21 @@ def test_a_job_rendered_ahead_is_not_used_once_its_deployment_changed(world: Wor
     assert rendered == [run.id, run.id]  # rendered again, from the deployment as it is now
     assert world.store.get_run(run.id).job["command"] == ["echo", "after"]
     assert "\nafter\n" in (world.tmp / "logs" / f"{run.id}.log").read_text()
+
+
+def test_a_rehearsed_run_whose_job_does_not_render_fails_at_its_start_as_before(world: World) -> None:
+    world.apply(pool("local"))
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    world.job("typed", ["echo", "{{ parameters.n }}"], parameterSchema=schema)
+    due = at(0.9)
+    run = world.run("typed", due, parameters={"n": "many"}, max_attempts=3)
+    world.worker.step(T0)
+    assert world.worker.preparing is not None
+    world.worker.preparing.join(timeout=10)
+    assert world.state(run) == SCHEDULED  # the failed render ahead changed nothing
+
+    world.step(due)
+    done = world.store.get_run(run.id)
+    assert (done.state, done.attempt) == ("Failed", 1)
+    assert done.state_reason.startswith("cannot render the job: parameter n")
+    assert done.state_reason in world.log(run)
