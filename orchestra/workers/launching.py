@@ -110,9 +110,9 @@ class _Ahead:
     rendered: RenderedJob
 
     def rendered_from(self, run: Run, deployment: StoredResource, pool: StoredResource) -> bool:
-        """Would ``run`` render the same now? Only if its inputs, deployment and pool are as they were."""
-        return (self.inputs == _render_inputs(run) and (self.deployment is deployment or self.deployment == deployment)
-                and (self.pool is pool or self.pool == pool))
+        """Would ``run`` render the same now? Only if its inputs, deployment and pool are as they were
+        (compared by value: the prepare thread read its own copies)."""
+        return self.inputs == _render_inputs(run) and self.deployment == deployment and self.pool == pool
 
 
 @dataclass(frozen=True)
