@@ -180,9 +180,9 @@ class Launcher:
         if len(self._ahead) > _AHEAD_LIMIT:  # runs prepared and never started (cancelled, say)
             self._ahead.clear()
         for run_id in run_ids:
-            run = runs.get(run_id)
             if time.monotonic() >= deadline:
                 return
+            run = runs.get(run_id)
             if run is None or run.deployment not in deployments:
                 continue
             deployment = deployments[run.deployment]
