@@ -81,7 +81,7 @@ class Timers:
 
 
 class MachineLoad:
-    """Busy and total CPU ticks of the whole machine (``/proc/stat``, 10 ms ticks) over a span:
+    """Busy and total CPU ticks of the whole machine (``/proc/stat``, usually 10 ms each) over a span:
     how well a span kept the cores busy, whoever (daemon, jobs, kernel) kept them."""
 
     def __init__(self) -> None:
@@ -106,7 +106,7 @@ class MachineLoad:
     def describe(self, runs: int) -> str:
         cores = os.cpu_count() or 1
         return (f"{cores * self.busy / max(1, self.total):.2f} of {cores} cores busy, "
-                f"{1000 * self.busy / 100 / runs:.2f} ms of CPU per run")
+                f"{1000 * self.busy / os.sysconf('SC_CLK_TCK') / runs:.2f} ms of CPU per run")
 
 
 def deployment(name: str, anchor: str) -> str:
