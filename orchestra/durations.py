@@ -5,7 +5,7 @@ A leaf module (standard library only). Spec validation calls
 delays, timeouts, ``startingDeadline``); plan rendering and the CLI call
 ``format_duration`` to show a ``timedelta`` the way a user would write it.
 
-Accepted forms, all positive:
+Accepted forms, all positive (``parse_delay``, for a wait, also takes zero):
 
 * a plain number of seconds: ``90``, ``1.5``, ``"90"``;
 * units ``w d h m s`` in that order, each at most once, with optional spaces:
@@ -26,7 +26,7 @@ import re
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["parse_duration", "format_duration", "ACCEPTED_FORMS"]
+__all__ = ["parse_duration", "parse_delay", "format_duration", "ACCEPTED_FORMS"]
 
 ACCEPTED_FORMS = (
     "a number of seconds (90), a number with units d, h, m, s "
@@ -72,6 +72,15 @@ def parse_duration(value: str | int | float) -> timedelta:
     return _parse(value)
 
 
+def parse_delay(value: str | int | float) -> timedelta:
+    """``parse_duration`` for a wait, which may be zero: a retry ``delay`` of ``0s``
+    retries at once, as leaving the delay out does."""
+    length = _measure(value)
+    if length is not None and length < timedelta(0):
+        raise ValueError(f"duration {value!r} is negative")
+    return length if length == timedelta(0) else parse_duration(value)
+
+
 @functools.lru_cache(maxsize=1024)
 def _cached(value: str | int | float) -> timedelta:
     return _parse(value)
@@ -83,13 +92,19 @@ def _parse(value: str | int | float) -> timedelta:
     Raises ``ValueError`` whose message names the accepted forms, because the
     message ends up verbatim in a diagnostic next to the user's field.
     """
+    return _positive(_measure(value), value)
+
+
+def _measure(value: str | int | float) -> timedelta | None:
+    """The length ``value`` writes (None: not representable); ``ValueError`` if it is not
+    a duration at all."""
     if isinstance(value, bool):  # bool is an int; `true` is never a duration
         raise ValueError(f"expected a duration, got {value!r}: use {ACCEPTED_FORMS}")
     if isinstance(value, int | float):
-        return _positive(_from_seconds(Decimal(repr(value)) if _finite(value) else None), value)
+        return _from_seconds(Decimal(repr(value)) if _finite(value) else None)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration, got {type(value).__name__}: use {ACCEPTED_FORMS}")
-    return _positive(_parse_text(value), value)
+    return _parse_text(value)
 
 
 def _finite(value: int | float) -> bool:
@@ -99,7 +114,7 @@ def _finite(value: int | float) -> bool:
 def _parse_text(text: str) -> timedelta | None:
     stripped = text.strip()
     if stripped.startswith("-"):
-        raise ValueError(f"duration {text!r} is negative; a duration must be greater than zero")
+        raise ValueError(f"duration {text!r} is negative")
     if _PLAIN_NUMBER.match(stripped):
         return _from_seconds(_decimal(stripped))
     if stripped[:1] in ("P", "p"):

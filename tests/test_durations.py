@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestra.durations import format_duration, parse_duration
+from orchestra.durations import format_duration, parse_delay, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -84,6 +84,21 @@ def test_parse_duration_rejects(written: object, message_part: str | None) -> No
         return
     with pytest.raises(ValueError, match=message_part):
         parse_duration(written)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("written", ["0", "0s", "0m", "PT0S", 0, 0.0])
+def test_a_delay_may_be_zero(written: str | int | float) -> None:
+    assert parse_delay(written) == timedelta(0)
+
+
+def test_a_delay_is_otherwise_a_duration() -> None:
+    assert parse_delay("1m30s") == parse_duration("1m30s") == timedelta(seconds=90)
+    for negative in ("-5m", -5, -0.5):
+        with pytest.raises(ValueError, match="negative"):
+            parse_delay(negative)
+    for wrong in ("soon", True, None):
+        with pytest.raises(ValueError, match="duration"):
+            parse_delay(wrong)  # type: ignore[arg-type]
 
 
 def test_error_names_the_accepted_forms() -> None:

@@ -188,6 +188,12 @@ def test_scheduled_runs_carry_the_deployment_policy(world: World) -> None:
     assert timedelta(0) == run.scheduled_time - at(12, 1)
 
 
+def test_a_zero_retry_delay_retries_at_once(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]\nretries: {count: 1, delay: 0s}")
+    world.at(at(12, 1))
+    assert world.store.list_runs()[0].retry_delay_seconds == 0.0
+
+
 # --- runs made ahead of their slot ------------------------------------------------------------------------------------
 
 AHEAD = timedelta(seconds=0.5)

@@ -88,6 +88,17 @@ def test_each_class_of_bad_deployment(tmp_path: Path, spec: str, expected: str) 
     assert any(expected in p for p in found), found
 
 
+def test_only_a_retry_delay_may_be_zero(tmp_path: Path) -> None:
+    """``delay: 0s`` says what leaving the delay out means (retry at once); a zero timeout
+    or interval would mean nothing."""
+    spec = "command: [echo]\npool: local\nretries: {count: 2, delay: 0s}\n"
+    assert problems(tmp_path, **{"pool.yaml": POOL, "d.yaml": deployment(spec)}) == []
+    spec = "command: [echo]\npool: local\nretries: {count: 2, delay: -1s}\ntimeout: 0s\n"
+    found = problems(tmp_path, **{"pool.yaml": POOL, "d.yaml": deployment(spec)})
+    assert any("spec.retries.delay: duration '-1s' is negative" in p for p in found), found
+    assert any("spec.timeout: duration '0s' must be greater than zero" in p for p in found), found
+
+
 def test_duplicates_across_files_name_both_places(tmp_path: Path) -> None:
     found = problems(tmp_path, **{"pool.yaml": POOL, "a.yaml": DEPLOYMENT, "b/c.yaml": "# x\n# y\n" + DEPLOYMENT})
     assert "a.yaml:3:12: Deployment/hello: metadata.name: duplicate Deployment/hello: also defined at b/c.yaml:4" in found

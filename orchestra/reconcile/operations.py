@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orchestra.durations import parse_duration
+from orchestra.durations import parse_delay, parse_duration
 from orchestra.errors import Conflict, NotFound
 from orchestra.reconcile.jobs import prepare_job
 from orchestra.reconcile.managed import find_schedule
@@ -42,7 +42,7 @@ def run_policy(spec: dict[str, Any]) -> dict[str, Any]:
     delay, timeout = retries.get("delay"), spec.get("timeout")
     return {
         "max_attempts": int(retries.get("count", 0)) + 1,
-        "retry_delay_seconds": parse_duration(delay).total_seconds() if delay is not None else 0.0,
+        "retry_delay_seconds": parse_delay(delay).total_seconds() if delay is not None else 0.0,
         "timeout_seconds": parse_duration(timeout).total_seconds() if timeout is not None else None,
     }
 

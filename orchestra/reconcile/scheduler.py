@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from orchestra.durations import parse_duration
+from orchestra.reconcile.operations import run_policy
 from orchestra.reconcile.slots import SCHEDULED, MissedRuns, SlotDecision, decide_slots
 from orchestra.scheduling import Schedule, next_slots, parse_schedule, slot_key, slots_between
 from orchestra.store import ACTIVE, CANCELLING, NewRun, Run, Store, StoredResource, TransitionRequest
@@ -187,8 +187,6 @@ class Scheduler:
 
     def _new_run(self, tracked: Tracked, decision: SlotDecision) -> NewRun:
         spec = tracked.deployment.spec
-        retries = spec.get("retries") or {}
-        delay = retries.get("delay")
         return NewRun(
             deployment=tracked.deployment.name,
             pool=spec["pool"],
@@ -200,9 +198,7 @@ class Scheduler:
             slot_time=decision.slot,
             state=decision.state,
             state_reason=decision.reason,
-            max_attempts=int(retries.get("count", 0)) + 1,
-            retry_delay_seconds=parse_duration(delay).total_seconds() if delay is not None else 0.0,
-            timeout_seconds=parse_duration(spec["timeout"]).total_seconds() if spec.get("timeout") else None,
+            **run_policy(spec),
             parameters={**(spec.get("parameters") or {}), **tracked.schedule.parameters},
         )
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.diagnostics import Diagnostic
-from orchestra.durations import parse_duration
+from orchestra.durations import parse_delay, parse_duration
 from orchestra.errors import FieldError
 from orchestra.jobs.defaults import default_template
 from orchestra.jobs.template import check_template, render_errors
@@ -280,18 +280,20 @@ def _command_or_entrypoint(spec: dict[str, Any]) -> Iterator[FieldError]:
         yield FieldError(("spec",), f"a deployment needs exactly one of 'command' and 'entrypoint' (it has {which})")
 
 
-_DURATION_FIELDS = (("timeout",), ("retries", "delay"), ("missedRuns", "startingDeadline"))
+# A retry's delay may be zero (retry at once, the default); the others must be positive.
+_DURATION_FIELDS = ((("timeout",), parse_duration), (("retries", "delay"), parse_delay),
+                    (("missedRuns", "startingDeadline"), parse_duration))
 
 
 def _duration_errors(spec: dict[str, Any]) -> Iterator[FieldError]:
-    for path in _DURATION_FIELDS:
+    for path, parse in _DURATION_FIELDS:
         value: Any = spec
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
         if value is None:
             continue
         try:
-            parse_duration(value)
+            parse(value)
         except ValueError as exc:
             yield FieldError(("spec",) + path, str(exc))
 
