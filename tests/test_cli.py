@@ -45,6 +45,29 @@ def test_get_table_in_a_pipe_is_plain(cli: Cli, write: Write) -> None:
     assert "\x1b[" not in out
 
 
+def test_run_says_which_pause_holds_it_back(cli: Cli, write: Write) -> None:
+    applied(cli, write)
+    free = cli("run", "hello")
+    assert free.code == 0 and free.err == "", free.err
+    assert cli("pause", "deployment", "hello").code == 0
+    assert cli("pause", "pool", "local").code == 0
+    held = cli("run", "hello", "-o", "json")
+    assert held.code == 0 and len(held.json()["id"]) == 32  # made all the same: it runs once resumed
+    assert held.err.splitlines() == [
+        "Note: Deployment/hello is paused: the run waits until `orchestra resume deployment hello`",
+        "Note: WorkPool/local is paused: the run waits until `orchestra resume pool local`"]
+
+
+def test_logs_of_a_run_without_output_say_why(cli: Cli, write: Write) -> None:
+    applied(cli, write)
+    run_id = cli("run", "hello").out.strip()
+    waiting = cli("logs", run_id)
+    assert waiting.code == 0 and waiting.out == ""
+    assert waiting.err == f"Note: no output yet: run {run_id[:12]} is Scheduled (started by manual request)\n"
+    assert cli("cancel", run_id).code == 0
+    assert cli("logs", run_id).err == f"Note: no output: run {run_id[:12]} is Cancelled (cancel requested)\n"
+
+
 def test_render_with_parameters_and_job_variables(cli: Cli, write: Write) -> None:
     applied(cli, write)
     result = cli("render", "hello", "--param", "who=a; rm -rf /", "--job-var", "env.LOG_LEVEL=debug", "-o", "json")

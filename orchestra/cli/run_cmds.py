@@ -19,6 +19,7 @@ from orchestra.cli.context import AppContext
 from orchestra.cli.job_cmds import job_var_option, param_option
 from orchestra.cli.output import emit_data, emit_table, output_option
 from orchestra.diagnostics import Diagnostic
+from orchestra.errors import NotFound
 from orchestra.reconcile.operations import KIND_BY_NOUN
 from orchestra.store import TERMINAL
 
@@ -35,14 +36,30 @@ WATCH_POLL = 0.2
 def run_command(app: AppContext, deployment: str, params: tuple[str, ...], job_vars: tuple[str, ...],
                 watch: bool, fmt: str) -> None:
     """Start a run of DEPLOYMENT now, with these parameters."""
-    schema = app.backend.get_resource("Deployment", deployment)["spec"].get("parameterSchema")
-    run = app.backend.create_run(deployment, parse_assignments(params, "--param", schema),
+    resource = app.backend.get_resource("Deployment", deployment)
+    run = app.backend.create_run(deployment, parse_assignments(params, "--param", resource["spec"].get("parameterSchema")),
                                  parse_assignments(job_vars, "--job-var"))
     click.echo(json.dumps({"id": run["id"]}) if fmt == "json" else run["id"])
+    for pause in _pauses_holding(app.backend, resource):
+        click.echo(f"Note: {pause}", err=True)
     if watch:
         final = _watch(app.backend, run["id"])
         if final["state"] != "Completed":
             raise click.exceptions.Exit(1)
+
+
+def _pauses_holding(backend: Backend, deployment: dict[str, Any]) -> list[str]:
+    """What holds a new run of ``deployment`` back until someone resumes it: said at once,
+    where a run left waiting (and a ``--watch`` showing nothing happen) would not say why."""
+    spec = deployment["spec"]
+    held = [("deployment", deployment)]
+    for kind, noun, name in (("WorkPool", "pool", spec["pool"]), ("WorkQueue", "queue", spec.get("queue") or "default")):
+        try:
+            held.append((noun, backend.get_resource(kind, name)))
+        except NotFound:  # the implicit default queue, which cannot be paused
+            continue
+    return [f"{resource['kind']}/{resource['name']} is paused: the run waits until "
+            f"`orchestra resume {noun} {resource['name']}`" for noun, resource in held if resource.get("paused")]
 
 
 def _watch(backend: Backend, run_id: str) -> dict[str, Any]:
@@ -89,10 +106,18 @@ def _pause_command(paused: bool) -> click.Command:
 def logs(app: AppContext, run_id: str, follow: bool) -> None:
     """Print the output of RUN (stdout and stderr, in order)."""
     out = sys.stdout.buffer
-    chunks = app.backend.follow_log(run_id) if follow else [app.backend.read_log(run_id)]
-    for chunk in chunks:
-        out.write(chunk)
-        out.flush()
+    if follow:
+        for chunk in app.backend.follow_log(run_id):
+            out.write(chunk)
+            out.flush()
+        return
+    data = app.backend.read_log(run_id)
+    out.write(data)
+    out.flush()
+    if not data:  # say why, rather than leave an empty answer to be guessed at
+        run = app.backend.get_run(run_id)
+        why = "no output yet" if run["state"] not in TERMINAL else "no output"
+        click.echo(f"Note: {why}: run {run['id'][:12]} is {run['state']} ({run['stateReason']})", err=True)
 
 
 def show_runs(app: AppContext, run_id: str | None, where: RunQuery, fmt: str) -> None:
