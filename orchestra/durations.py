@@ -75,10 +75,15 @@ def parse_duration(value: str | int | float) -> timedelta:
 def parse_delay(value: str | int | float) -> timedelta:
     """``parse_duration`` for a wait, which may be zero: a retry ``delay`` of ``0s``
     retries at once, as leaving the delay out does."""
-    length = _measure(value)
-    if length is not None and length < timedelta(0):
-        raise ValueError(f"duration {value!r} is negative")
-    return length if length == timedelta(0) else parse_duration(value)
+    try:
+        return parse_duration(value)  # the usual case, and cached
+    except ValueError:
+        length = _measure(value)  # raises again for what is no duration at all
+        if length == timedelta(0):
+            return length
+        if length is not None and length < timedelta(0):
+            raise ValueError(f"duration {value!r} is negative") from None
+        raise
 
 
 @functools.lru_cache(maxsize=1024)
