@@ -61,12 +61,23 @@ class Daemon:
                 status = store.get_status("spec_status")
                 if status and status.get("ok") and status.get("resources") == count:
                     return
+                if status and not status.get("ok"):  # a bench spec the daemon refuses: say why at once
+                    raise SystemExit(f"the daemon refused the specs: {status.get('errors')}")
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"the daemon ended: {(self.root / 'daemon.log').read_text()[-2000:]}")
                 time.sleep(0.1)
         raise SystemExit("the daemon did not apply the specs in time")
 
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
         self.log.close()
 
 
@@ -90,25 +101,24 @@ def burst(count: int) -> float:
         docs = [deployment(f"job-{i}", f"{{interval: 1h, anchor: '{anchor}'}}") for i in range(count)]
         (root / "specs" / "pool.yaml").write_text(POOL)
         (root / "specs" / "jobs.yaml").write_text("".join(docs))
-        daemon = Daemon(root)
-        daemon.wait_applied(count + 1)
-        with open_store(daemon.db) as store:
-            # The figures come from the stored times, not from when we look: so look
-            # rarely, and not before the batch can be done, to leave the cores to the daemon.
-            time.sleep(max(0.0, (boundary - datetime.now(UTC)).total_seconds() - 0.2))
-            cpu_before = _cpu_seconds(daemon.proc.pid)
-            time.sleep(0.2 + count / 1000)
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                done = store.list_runs(state="Completed", limit=count + 10)
-                if len(done) >= count:
-                    break
-                time.sleep(0.5)
-            daemon_cpu = _cpu_seconds(daemon.proc.pid) - cpu_before
-            runs = store.list_runs(limit=count + 10)
-            starts = sorted(e.time for r in runs for e in store.events(r.id) if e.to_state == "Running")
-            ends = sorted(r.end_time for r in runs if r.end_time)
-        daemon.stop()
+        with Daemon(root) as daemon:  # stopped however the block ends
+            daemon.wait_applied(count + 1)
+            with open_store(daemon.db) as store:
+                # The figures come from the stored times, not from when we look: so look
+                # rarely, and not before the batch can be done, to leave the cores to the daemon.
+                time.sleep(max(0.0, (boundary - datetime.now(UTC)).total_seconds() - 0.2))
+                cpu_before = _cpu_seconds(daemon.proc.pid)
+                time.sleep(0.2 + count / 1000)
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:
+                    done = store.list_runs(state="Completed", limit=count + 10)
+                    if len(done) >= count:
+                        break
+                    time.sleep(0.5)
+                daemon_cpu = _cpu_seconds(daemon.proc.pid) - cpu_before
+                runs = store.list_runs(limit=count + 10)
+                starts = sorted(e.time for r in runs for e in store.events(r.id) if e.to_state == "Running")
+                ends = sorted(r.end_time for r in runs if r.end_time)
     first = (starts[0] - boundary).total_seconds() * 1000
     drain = (ends[-1] - boundary).total_seconds()
     # The bare loop lasts a tenth of a second, so one sample moves with the moment
@@ -145,16 +155,15 @@ def idle(count: int, seconds: float) -> None:
             docs = [deployment(f"d-{i}", f"{{cron: '{i % 60} {i % 24} * * *', timezone: Europe/Berlin}}")
                     for i in range(chunk, min(chunk + 50, count))]
             (root / "specs" / f"d{chunk:05d}.yaml").write_text("".join(docs))
-        daemon = Daemon(root)
-        daemon.wait_applied(count + 1)
-        time.sleep(2)
-        cpu0, wall0 = _cpu_seconds(daemon.proc.pid), time.monotonic()
-        time.sleep(seconds)
-        cpu = _cpu_seconds(daemon.proc.pid) - cpu0
-        wall = time.monotonic() - wall0
-        rss = _rss_mb(daemon.proc.pid)
-        edits = _edit_latencies(root, daemon)
-        daemon.stop()
+        with Daemon(root) as daemon:  # stopped however the block ends
+            daemon.wait_applied(count + 1)
+            time.sleep(2)
+            cpu0, wall0 = _cpu_seconds(daemon.proc.pid), time.monotonic()
+            time.sleep(seconds)
+            cpu = _cpu_seconds(daemon.proc.pid) - cpu0
+            wall = time.monotonic() - wall0
+            rss = _rss_mb(daemon.proc.pid)
+            edits = _edit_latencies(root, daemon)
     print(f"(b) idle daemon with {count} deployments over {wall:.0f} s: CPU {100 * cpu / wall:.2f} % "
           f"(target < 1 %), RSS {rss:.0f} MB (target < 150 MB)")
     print(f"(c) spec edit applied after: median {statistics.median(edits) * 1000:.0f} ms, "
