@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from worker_fixtures import (  # noqa: F401
     Gate,
@@ -52,6 +53,8 @@ from orchestra.store import (
     SCHEDULED,
     Run,
 )
+from orchestra.runners.docker import DockerRunner
+from orchestra.workers import LocalWorker
 from orchestra.workers.identity import LocalWorkerId, local_worker_alive, worker_identity
 from orchestra.workers.outcomes import (
     CANCEL,
@@ -560,3 +563,26 @@ def test_worker_identity_tells_live_workers_from_dead_ones() -> None:
     assert local_worker_alive(LocalWorkerId("another-host", os.getpid(), parsed.start).format()) is None
     assert local_worker_alive("remote:elsewhere:1") is None
     assert LocalWorkerId.parse("local:nohost") is None
+
+
+def test_an_unreachable_docker_engine_is_news_only_when_a_pool_needs_it(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """A process-only host has no Docker engine, and each daemon start saying so was noise;
+    with a docker pool applied, the same failure is worth a warning."""
+    nowhere = f"unix://{world.tmp}/no-engine.sock"  # a real client, to a socket nobody serves
+    engine_less = DockerRunner(world.tmp, client_factory=lambda: docker.DockerClient(base_url=nowhere))
+    worker = LocalWorker(world.store, runners={"process": world.runner, "docker": engine_less},
+                         log_dir=world.tmp / "logs", worker_id=worker_identity())
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    with caplog.at_level(logging.DEBUG, logger="orchestra.worker"):
+        assert worker.recover(T0) == []
+        assert warnings() == []
+        assert any("cannot clean up the jobs of finished docker runs" in r.getMessage() for r in caplog.records)
+        world.apply(pool("boxes", type="docker"))
+        worker = LocalWorker(world.store, runners={"process": world.runner, "docker": engine_less},
+                             log_dir=world.tmp / "logs", worker_id=worker_identity())
+        worker.recover(T0)
+    assert [m.split(":")[0] for m in warnings()] == ["cannot clean up the jobs of finished docker runs"]

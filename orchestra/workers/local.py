@@ -126,17 +126,23 @@ class LocalWorker:
     def _clean_up_terminal(self) -> None:
         """Remove what runners kept of runs that are over (containers of a crashed daemon's
         runs that were since recovered, cancelled or finished elsewhere)."""
-        for runner in self.runners.values():
+        for kind, runner in self.runners.items():
             clean_up = getattr(runner, "cleanup_terminal", None)
             if clean_up is None:
                 continue
             try:
                 touched = clean_up(self._run_is_over)
             except Exception as exc:  # an engine that cannot be asked now: try at the next start
-                log.warning("cannot clean up the jobs of finished runs: %s", exc)
+                # Loud only where it matters: with no pool of this type, an engine that is
+                # not running (no Docker on a process-only host) is the normal case.
+                level = logging.WARNING if self._type_in_use(kind) else logging.DEBUG
+                log.log(level, "cannot clean up the jobs of finished %s runs: %s", kind, exc)
                 continue
             if touched:
                 log.info("removed %d leftover job(s) of finished runs", len(touched))
+
+    def _type_in_use(self, kind: str) -> bool:
+        return any(pool.spec.get("type") == kind for pool in self._resources.pools())
 
     def _run_is_over(self, run_id: str) -> bool:
         try:
