@@ -72,7 +72,7 @@ def test_table_model_matches_what_migrations_built(db_url: str) -> None:
             modelled = {c.name: c.nullable for c in table.columns}
             assert built == modelled, table.name
         indexes = {i["name"] for i in inspector.get_indexes("runs")}
-        assert {"ix_runs_dispatch", "ix_runs_deployment_scheduled", "ix_runs_worker_state"} <= indexes
+        assert {"ix_runs_dispatch", "ix_runs_deployment_scheduled", "ix_runs_worker_state", "ix_runs_schedule_slot"} <= indexes
     finally:
         engine.dispose()
 

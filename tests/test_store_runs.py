@@ -380,7 +380,8 @@ def test_last_slot_follows_slots_not_retries(store: Store) -> None:
 
 
 def test_last_slots_of_every_schedule(store: Store) -> None:
-    assert store.last_slots() == {}
+    every = [("etl", "a"), ("etl", "b"), ("report", "a"), ("report", "never run")]
+    assert store.last_slots(every) == {}
     store.insert_scheduled_runs([scheduled("etl", T0 + timedelta(minutes=m), "a") for m in (0, 15)])
     store.insert_scheduled_runs([scheduled("etl", T0, "b"), scheduled("report", T0 + timedelta(hours=1), "a")])
     store.insert_scheduled_runs([scheduled("etl", T0 + timedelta(hours=5), "b")])
@@ -388,9 +389,10 @@ def test_last_slots_of_every_schedule(store: Store) -> None:
     b_first = next(r for r in store.list_runs(deployment="etl") if r.schedule_identity == "b" and r.slot_time == T0)
     store.transition(b_first.id, "Pending", "claimed")  # started: withdrawing leaves it alone
     store.delete_future_scheduled("etl", {"a"}, T0 + timedelta(hours=1))  # withdraws b's 5h slot
-    assert store.last_slots() == {
+    assert store.last_slots(every) == {
         ("etl", "a"): T0 + timedelta(minutes=15), ("etl", "b"): T0, ("report", "a"): T0 + timedelta(hours=1),
     }
+    assert store.last_slots([("etl", "a")]) == {("etl", "a"): T0 + timedelta(minutes=15)}
     assert store.last_slot("etl", "b") == T0
 
 

@@ -9,6 +9,7 @@ never load the web stack. Its token comes from ``--api-token-file`` or
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,9 @@ log = logging.getLogger("orchestra.daemon")
               help="Delete spec-managed resources whose files are gone.")
 @click.option("--shutdown-grace", default="30s", show_default=True, metavar="DURATION",
               help="On SIGTERM/SIGINT, how long running jobs may finish before they are cancelled.")
+@click.option("--keep-runs", metavar="DURATION",
+              help="Delete runs over for longer than this (e.g. 30d), with their events and logs; "
+                   "the latest run of each schedule stays. Default: keep every run.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address the HTTP API listens on (beyond loopback only with a token).")
 @click.option("--port", default=4200, show_default=True, type=click.IntRange(0, 65535),
@@ -48,7 +52,7 @@ log = logging.getLogger("orchestra.daemon")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"]), default="INFO", show_default=True)
 @click.pass_obj
 def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, shutdown_grace: str,
-           host: str, port: int, api: bool, api_token_file: Path | None, log_format: str, log_level: str) -> None:
+           keep_runs: str | None, host: str, port: int, api: bool, api_token_file: Path | None, log_format: str, log_level: str) -> None:
     """Watch PATHS, apply them, turn schedules into runs and run them; serve the HTTP API."""
     if app.remote is not None:
         raise click.UsageError(f"orchestra daemon runs next to its store and serves the API itself: it does not "
@@ -56,9 +60,11 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
                                "unset it and give the store with --db")
     configure_logging(log_format, log_level)
     grace = duration_seconds(shutdown_grace, "--shutdown-grace")
+    keep = timedelta(seconds=duration_seconds(keep_runs, "--keep-runs")) if keep_runs is not None else None
     server = _api_server(app.store, app, list(paths), prune, host, port, api_token_file) if api else None
     root = spec_root(list(paths))
-    settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace)
+    settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace, keep_runs=keep,
+                              log_dir=app.settings.state_dir / "logs")
     from orchestra.workers.local import LocalWorker, worker_identity  # only the daemon needs workers
 
     worker = None

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from orchestra.diagnostics import SpecError
 from orchestra.reconcile.apply import apply_plan, plan_specs
+from orchestra.reconcile.retention import RunRetention
 from orchestra.reconcile.scheduler import PREPARE_AHEAD, Scheduler, seconds_until
 from orchestra.reconcile.watch import Fingerprint, SpecWatcher, fingerprint
 from orchestra.specs.validate import ParseCache
@@ -38,6 +39,7 @@ SPEC_STATUS = "spec_status"
 ERROR_BACKOFF = 1.0
 LEASE_CHECK = 1.0  # seconds between looks for expired leases when no in-process worker does it
 MARKER_REUSE = 0.1  # seconds a pass woken by a job's end may reuse the last change marker read
+RETENTION_QUIET = timedelta(seconds=1)  # old runs are deleted only when nothing is due sooner
 
 
 class Worker(Protocol):
@@ -60,6 +62,8 @@ class DaemonSettings:
     shutdown_grace: float = 30.0
     watch: bool = True
     prepare_ahead: float = PREPARE_AHEAD.total_seconds()  # runs made this long before their slot
+    keep_runs: timedelta | None = None  # delete runs over for longer (None: keep every run)
+    log_dir: Path | None = None  # where the runs' logs are, to delete those of deleted runs
 
 
 @dataclass
@@ -134,6 +138,8 @@ class Daemon:
         self._ticked: tuple[Any, datetime | None] | None = None  # resource revision and next slot at the last tick
         self._next_lease_check = 0.0
         self.watcher = SpecWatcher(settings.paths, self.spec_changed) if settings.watch else None
+        self.retention = (RunRetention(store, settings.keep_runs, settings.log_dir)
+                          if settings.keep_runs is not None else None)
 
     # -- signals from other threads -------------------------------------------
 
@@ -211,6 +217,8 @@ class Daemon:
         now = self.clock()
         if self.worker is None:
             self._recover_expired_leases(now)
+        if self.retention is not None and self._nothing_due_within(now, RETENTION_QUIET):
+            self.retention.maybe_sweep(now)
         marker = self._current_marker(reloaded)
         quiet = marker == self._marker and (self._deadline is None or now < self._deadline)
         if quiet and not self._forced:
@@ -226,6 +234,10 @@ class Daemon:
                 waits.append(due)
         self._deadline = min((w for w in waits if w is not None), default=None)
         return min(seconds_until(self._deadline, self.clock(), self.settings.poll_interval), self._spec_wait())
+
+    def _nothing_due_within(self, now: datetime, span: timedelta) -> bool:
+        """No slot, due run or timeout is known to come within ``span`` (as of the last pass)."""
+        return self._deadline is None or self._deadline - now > span
 
     def _current_marker(self, reloaded: bool) -> Any:
         """The store's change marker; in a burst, the last one read if it is recent.

@@ -84,26 +84,22 @@ class Scheduler:
     def reload(self, now: datetime) -> None:
         """Re-read deployments: pick up new and changed schedules, withdraw removed ones."""
         deployments = self.store.list_resources("Deployment")
-        last = self.store.last_slots()
+        schedules = [(d, parse_schedule(raw)) for d in deployments for raw in d.spec.get("schedules") or []
+                     if raw.get("active", True) is not False]
+        last = self.store.last_slots([(d.name, schedule.identity) for d, schedule in schedules])
         paused = self.store.paused_schedules()
-        self.tracked = [t for d in deployments for t in self._track(d, last, now, paused)]
+        self.tracked = [self._track(d, schedule, last, now, paused) for d, schedule in schedules]
         waiting = self.store.runs_in_states({"Scheduled"})
         self._withdraw_removed(deployments, waiting, now)
         self._skip_prepared_of_paused(waiting, now)
 
-    def _track(self, deployment: StoredResource, last: dict[tuple[str, str], datetime], now: datetime,
-               paused: set[tuple[str, str]]) -> list[Tracked]:
-        tracked = []
-        for raw in deployment.spec.get("schedules") or []:
-            if raw.get("active", True) is False:
-                continue
-            schedule = parse_schedule(raw)
-            # a schedule never run starts owing from when its spec was stored, so a
-            # slot that fell due while no daemon ran is still accounted for
-            cursor = last.get((deployment.name, schedule.identity)) or min(deployment.updated_at, now)
-            tracked.append(Tracked(deployment, schedule, cursor, _next_after(schedule, cursor),
-                                   paused=(deployment.name, schedule.identity) in paused))
-        return tracked
+    def _track(self, deployment: StoredResource, schedule: Schedule, last: dict[tuple[str, str], datetime],
+               now: datetime, paused: set[tuple[str, str]]) -> Tracked:
+        # a schedule never run starts owing from when its spec was stored, so a
+        # slot that fell due while no daemon ran is still accounted for
+        key = (deployment.name, schedule.identity)
+        cursor = last.get(key) or min(deployment.updated_at, now)
+        return Tracked(deployment, schedule, cursor, _next_after(schedule, cursor), paused=key in paused)
 
     def _withdraw_removed(self, deployments: list[StoredResource], waiting: list[Run], now: datetime) -> None:
         keep: dict[str, set[str]] = {d.name: set() for d in deployments}

@@ -168,6 +168,19 @@ def _index_dispatch_order_and_worker_state(conn: Connection) -> None:
     Index("ix_runs_worker_state", c.worker, c.state).create(conn)
 
 
+def _index_schedule_slots(conn: Connection) -> None:
+    """The scheduler asks for the last slot of each schedule whenever resources change;
+    grouped over the whole runs table, that read every run ever made (0.2 s per 200,000
+    runs, on every apply or pause). Indexed by schedule and slot, each schedule's last slot
+    is one step of the index, and so is "a later slot exists" for ``--keep-runs``."""
+    runs = Table(
+        "runs", MetaData(),
+        Column("deployment", String(253)), Column("schedule_identity", Text), Column("slot_time", UTCDateTime),
+    )
+    c = runs.c
+    Index("ix_runs_schedule_slot", c.deployment, c.schedule_identity, c.slot_time).create(conn)
+
+
 class Migration(NamedTuple):
     version: int
     name: str
@@ -181,6 +194,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "create status", _create_status),
     Migration(5, "create paused_schedules", _create_paused_schedules),
     Migration(6, "index dispatch order and worker state", _index_dispatch_order_and_worker_state),
+    Migration(7, "index schedule slots", _index_schedule_slots),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -228,26 +228,32 @@ def last_slot(conn: Connection, deployment: str, schedule_identity: str) -> date
 
     Withdrawn runs (their key cleared, see ``transitions.withdraw_scheduled``)
     do not count: if the schedule comes back, those slots are owed again.
+    Read backwards along the schedule's slots (``ix_runs_schedule_slot``): one
+    step, or a few past withdrawn runs, however long the history.
     """
-    query = select(func.max(_C.slot_time)).where(
-        _C.deployment == deployment,
-        _C.schedule_identity == schedule_identity,
-        _C.idempotency_key.is_not(None),
-    )
-    latest: datetime | None = conn.scalar(query)
+    rows = _LAST_SLOT.rows(conn, {"deployment": deployment, "identity": schedule_identity})
+    latest: datetime | None = rows[0][0] if rows else None
     return latest
 
 
+def last_slots(conn: Connection, schedules: Iterable[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
+    """``last_slot`` of each (deployment, schedule identity) that has one, for a scheduler
+    that (re)loads all its schedules: a step of the index each, in one read."""
+    found = {}
+    for deployment, identity in schedules:
+        latest = last_slot(conn, deployment, identity)
+        if latest is not None:
+            found[(deployment, identity)] = latest
+    return found
 
-def last_slots(conn: Connection) -> dict[tuple[str, str], datetime]:
-    """``last_slot`` of every (deployment, schedule identity) at once, for a scheduler
-    that (re)loads all schedules: one grouped query instead of one per schedule."""
-    query = (
-        select(_C.deployment, _C.schedule_identity, func.max(_C.slot_time))
-        .where(_C.schedule_identity.is_not(None), _C.idempotency_key.is_not(None), _C.slot_time.is_not(None))
-        .group_by(_C.deployment, _C.schedule_identity)
-    )
-    return {(row[0], row[1]): row[2] for row in conn.execute(query)}
+
+_LAST_SLOT = DirectStatement(
+    select(_C.slot_time)
+    .where(_C.deployment == bindparam("deployment"), _C.schedule_identity == bindparam("identity"),
+           _C.slot_time.is_not(None), _C.idempotency_key.is_not(None))
+    .order_by(_C.slot_time.desc())
+    .limit(1)
+)
 
 
 def next_due_time(conn: Connection, pool: str | None = None) -> datetime | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from orchestra.store import claim, event_log, resources, runs, schedule_pauses, stats, status, transitions
+from orchestra.store import claim, event_log, resources, retention, runs, schedule_pauses, stats, status, transitions
 from orchestra.store.engine import Database, default_url, make_engine
 from orchestra.store.migrations import migrate
 from orchestra.store.models import (
@@ -176,10 +176,10 @@ class Store:
         with self._db.read() as conn:
             return runs.last_slot(conn, deployment, schedule_identity)
 
-    def last_slots(self) -> dict[tuple[str, str], datetime]:
-        """``last_slot`` for every (deployment, schedule identity) that has one."""
+    def last_slots(self, schedules: Collection[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
+        """``last_slot`` of each (deployment, schedule identity) given that has one."""
         with self._db.read() as conn:
-            return runs.last_slots(conn)
+            return runs.last_slots(conn, schedules)
 
     def next_due_time(self, pool: str | None = None) -> datetime | None:
         with self._db.read() as conn:
@@ -230,6 +230,16 @@ class Store:
         """Withdraw future runs of schedules that are gone (see ``transitions.withdraw_scheduled``)."""
         with self._db.write() as conn:
             return transitions.withdraw_scheduled(conn, deployment, keep_identities, now)
+
+    def forgettable_runs(self, ended_before: datetime, limit: int) -> list[str]:
+        """Runs over before ``ended_before`` that may be deleted, oldest first (see ``retention``)."""
+        with self._db.read() as conn:
+            return retention.forgettable_runs(conn, ended_before, limit)
+
+    def forget_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete these runs (those that are over) and their events, in one transaction."""
+        with self._db.write() as conn:
+            return retention.forget_runs(conn, run_ids)
 
     # -- dispatch --------------------------------------------------------------
 
