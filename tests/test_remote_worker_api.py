@@ -181,7 +181,7 @@ def test_the_log_shipper_waits_out_an_unreachable_daemon_and_then_sends_every_by
     local_log = log_dir / f"{run.id}.log"
     client = ApiClient(f"http://127.0.0.1:{port}", TOKEN, timeout=2)
     shipper = LogShipper(client, "far", log_dir)
-    shipper.watch(run.id)
+    shipper.watch(run.id, run.attempt)
     local_log.write_bytes(b"first line\n")
     server = None
     caplog.set_level(logging.WARNING, "orchestra.worker")
@@ -226,3 +226,53 @@ def test_a_batch_of_log_chunks_answers_chunk_by_chunk(api: LiveApi) -> None:
     refused = api.client.post("/api/v1/workers/someone-else/logs", json={"chunks": [chunk(first["id"], 0, b"x")]})
     assert refused.json()["results"][0]["status"] == 409
     assert api.log_path(first["id"]).read_bytes() == b"one\nmore\n"
+
+
+@pytest.mark.parametrize("forgotten", [False, True], ids=["stream-lingering", "stream-forgotten"])
+def test_attempts_alternating_between_workers_all_reach_the_log(
+        api: LiveApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forgotten: bool) -> None:
+    """Attempt 1 on worker a, 2 on b, 3 on a again: the log holds each attempt's output, whole,
+    in order, whether a's shipper still followed the run's log or had let it go."""
+    seed(api, 1, max_attempts=3)
+    client = ApiClient(api.url, TOKEN, timeout=5)
+    shippers = {name: LogShipper(client, name, tmp_path / name) for name in ("a", "b")}
+    for name in shippers:
+        (tmp_path / name).mkdir()
+
+    def attempt(worker: str, output: bytes, next_attempt: int | None) -> None:
+        run = claim(api.client, worker, count=1).json()["runs"][0]
+        shipper = shippers[worker]
+        shipper.watch(run["id"], run["attempt"])
+        with (tmp_path / worker / f"{run['id']}.log").open("ab") as out:
+            out.write(output)
+        shipper.flush([run["id"]])  # as the worker does before it reports the attempt's end
+        api.client.post(f"/api/v1/workers/{worker}/transitions", json={"reports": [report(run, "Running")]})
+        end = (report(run, "Scheduled", nextAttempt=next_attempt, scheduledTimeOffset=-1) if next_attempt
+               else report(run, "Completed", exitCode=0))
+        assert api.client.post(f"/api/v1/workers/{worker}/transitions", json={"reports": [end]}).status_code == 200
+        shipper.release([run["id"]])
+        if forgotten:
+            monkeypatch.setattr("orchestra.remote.shipper.LINGER", 0.0)
+            shipper.flush([run["id"]])
+            shipper._forget_finished()  # what its thread does once the last lines are sent
+
+    try:
+        attempt("a", b"attempt 1 on a: a longer line\n", 2)
+        attempt("b", b"2 on b\n", 3)
+        attempt("a", b"3 on a\n", None)
+        run_id = api.store.list_runs()[0].id
+        assert api.log_path(run_id).read_bytes() == b"attempt 1 on a: a longer line\n2 on b\n3 on a\n"
+    finally:
+        client.close()
+
+
+def test_a_log_shipped_before_streams_were_counted_per_attempt_goes_on_where_it_stood(tmp_path: Path) -> None:
+    from orchestra.remote.logsink import append_chunk
+
+    log = tmp_path / "r.log"
+    log.write_bytes(b"from b\nfrom a\n")
+    (tmp_path / "r.log.streams").write_text('{"b": 0, "a": 7}')  # the old form: where each stream began
+    assert append_chunk(tmp_path, "r", "a", 0, b"from a\n") == 7  # a has that already
+    assert append_chunk(tmp_path, "r", "a", 7, b"and more\n") == 16
+    assert append_chunk(tmp_path, "r", "a", 0, b"attempt 2\n", attempt=2) == 10  # a new stream
+    assert log.read_bytes() == b"from b\nfrom a\nand more\nattempt 2\n"

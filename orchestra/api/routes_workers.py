@@ -211,7 +211,9 @@ class ResourcesOut(BaseModel):
 
 class LogChunkIn(_Body):
     run_id: RunIdText
-    offset: int = Field(ge=0, le=2**53, description="Where the chunk starts in the worker's own log file.")
+    attempt: int | None = Field(None, ge=1, le=1_000_001, description="The attempt whose output this is; "
+                                "each attempt a worker runs is a stream of its own, its offsets from 0.")
+    offset: int = Field(ge=0, le=2**53, description="Where the chunk starts in the attempt's output.")
     data: Annotated[str, StringConstraints(max_length=2 * MAX_CHUNK)] = Field(description="The bytes, base64.")
 
 
@@ -327,7 +329,9 @@ def _add_log_route(router: APIRouter, store: Store, settings: ApiSettings) -> No
     async def append_log(run_id: Annotated[str, Path(pattern=RUN_ID_PATTERN)], request: Request,
                          worker: Annotated[str, Query(pattern=WORKER_PATTERN)],
                          offset: Annotated[int, Query(ge=0, le=2**53, description="Where the chunk starts in "
-                                                      "the worker's own log file.")],
+                                                      "the attempt's output.")],
+                         attempt: Annotated[int | None, Query(ge=1, le=1_000_001, description="The attempt whose "
+                                                              "output this is (a stream of its own).")] = None,
                          ) -> dict[str, Any]:
         data = await request.body()
         if len(data) > MAX_CHUNK:
@@ -336,7 +340,7 @@ def _add_log_route(router: APIRouter, store: Store, settings: ApiSettings) -> No
         refusal = _log_refusal(settings, run, worker)
         if refusal is not None:
             raise Conflict(refusal)
-        written = await to_thread.run_sync(append_chunk, settings.log_dir, run.id, worker, offset, data)
+        written = await to_thread.run_sync(append_chunk, settings.log_dir, run.id, worker, offset, data, attempt)
         return {"nextOffset": written}
 
 
@@ -358,7 +362,7 @@ def _append(settings: ApiSettings, run: Run | None, chunk: LogChunkIn, worker: s
         data = base64.b64decode(chunk.data, validate=True)
     except binascii.Error:
         return {**refused, "status": 400, "detail": "data is not base64"}
-    written = append_chunk(settings.log_dir, run.id, worker, chunk.offset, data)
+    written = append_chunk(settings.log_dir, run.id, worker, chunk.offset, data, chunk.attempt)
     return {"runId": chunk.run_id, "status": 200, "nextOffset": written, "detail": None}
 
 

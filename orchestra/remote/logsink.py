@@ -1,12 +1,13 @@
 """The server's end of log shipping: append a remote worker's log bytes, each byte once.
 
 A remote worker keeps a job's output in its own log file and sends the new
-bytes with their offset *in its file*. The server appends them to the run's
-log (``state_dir/logs/<run-id>.log``, the file ``orchestra logs`` and the API
-read). The same run may be logged by several workers in turn (attempt 1 on a
-worker that died, attempt 2 on another) and each worker's file starts at 0,
-so the server remembers, per run, where each worker's stream begins in the
-run's log (a small ``<run-id>.log.streams`` JSON file next to it). With that:
+bytes of each attempt it runs, with their offset *in that attempt's output*.
+The server appends them to the run's log (``state_dir/logs/<run-id>.log``,
+the file ``orchestra logs`` and the API read). A run's attempts may run on
+different workers, and on the same worker again (1 on a, 2 on b, 3 on a), so
+the server counts, per stream (a worker's attempt), how many of its bytes
+the log holds, in a small ``<run-id>.log.streams`` JSON file next to it.
+With that:
 
 * a chunk the server already has (a retry after a lost answer) is skipped,
   or only its new tail is written;
@@ -14,6 +15,7 @@ run's log (a small ``<run-id>.log.streams`` JSON file next to it). With that:
   says where the stream stands so the worker sends again from there.
 
 The answer is always the stream's length on the server: the worker's next offset.
+A chunk without an attempt (an older worker) counts in one stream per worker.
 """
 
 from __future__ import annotations
@@ -26,48 +28,59 @@ from pathlib import Path
 _lock = threading.Lock()  # appends of one server process; a run's log has one server
 
 
-def append_chunk(log_dir: Path, run_id: str, worker: str, offset: int, data: bytes) -> int:
-    """Append the part of ``data`` (found at ``offset`` of ``worker``'s file) the log lacks;
-    how much of that worker's stream the log now holds."""
+def append_chunk(log_dir: Path, run_id: str, worker: str, offset: int, data: bytes,
+                 attempt: int | None = None) -> int:
+    """Append the part of ``data`` (found at ``offset`` of the stream of ``worker``'s ``attempt``)
+    the log lacks; how much of that stream the log now holds."""
     log_path = log_dir / f"{run_id}.log"
+    key = _stream_key(worker, attempt)
     with _lock:
-        bases = _read_bases(log_path)
-        size = log_path.stat().st_size if log_path.exists() else 0
-        if worker not in bases:
-            if offset > 0:  # the start of this stream is lost (the log was removed): begin here
-                bases[worker] = size - offset
-            else:
-                bases[worker] = size
-            _write_bases(log_path, bases)
-        held = size - bases[worker]  # bytes of this worker's stream already in the log
+        received = _read_received(log_path)
+        held = received.get(key, 0)
         if offset > held or offset + len(data) <= held:
             return held
+        if not received:  # the run's first log bytes: its directory may not exist yet
+            log_path.parent.mkdir(parents=True, exist_ok=True)
         _append(log_path, data[held - offset:])
-        return offset + len(data)
+        received[key] = offset + len(data)
+        _write_received(log_path, received)
+        return received[key]
 
 
 def has_stream(log_dir: Path, run_id: str, worker: str) -> bool:
     """Whether ``worker`` already wrote to the run's log (it may finish its stream after a retry
     released the run, until another worker takes it)."""
-    return worker in _read_bases(log_dir / f"{run_id}.log")
+    return any(_worker_of(key) == worker for key in _read_received(log_dir / f"{run_id}.log"))
+
+
+def _stream_key(worker: str, attempt: int | None) -> str:
+    return worker if attempt is None else f"{worker}#{attempt}"  # worker names hold no '#'
+
+
+def _worker_of(key: str) -> str:
+    return key.partition("#")[0]
 
 
 def _streams_path(log_path: Path) -> Path:
     return log_path.with_name(log_path.name + ".streams")
 
 
-def _read_bases(log_path: Path) -> dict[str, int]:
+def _read_received(log_path: Path) -> dict[str, int]:
     try:
-        return dict(json.loads(_streams_path(log_path).read_text()))
+        stored = json.loads(_streams_path(log_path).read_text())
     except FileNotFoundError:
         return {}
+    if "received" in stored:
+        return dict(stored["received"])
+    # written before streams were counted per attempt: worker -> where its stream began in the log
+    size = log_path.stat().st_size if log_path.exists() else 0
+    return {worker: max(0, size - base) for worker, base in stored.items()}
 
 
-def _write_bases(log_path: Path, bases: dict[str, int]) -> None:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+def _write_received(log_path: Path, received: dict[str, int]) -> None:
     path = _streams_path(log_path)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(bases))
+    temporary.write_text(json.dumps({"received": received}))
     os.replace(temporary, path)
 
 

@@ -8,9 +8,10 @@ bytes of every log that grew (``POST /workers/{worker}/logs``, at most
 appends each byte once, so a batch sent twice after a lost answer is
 harmless. While the daemon cannot be reached, the thread waits and tries
 again with a growing delay; nothing is lost, since the bytes stay in the
-files. Offsets count from where the file stood when the run was claimed:
-earlier bytes (an attempt a previous worker process ran here) were sent by
-that process under its own name.
+files. Each attempt is a stream of its own: its offsets count from where the
+file stood when the attempt was claimed (earlier bytes are earlier attempts',
+sent as theirs), so an attempt that comes back to this worker after another
+worker's is sent whole, after that one's.
 
 ``flush(run_ids)`` ships those runs' logs at once, from the worker's thread,
 before it reports an attempt's end: the output is on the server before the
@@ -42,8 +43,10 @@ FLUSH_BUDGET = 2.0  # seconds a flush may take before the report goes anyway
 @dataclass
 class _Stream:
     run_id: str
+    attempt: int
     path: Path
-    start: int  # the file's size when the run was claimed
+    start: int  # the file's size when the attempt was claimed
+    end: int | None = None  # where the next attempt's output begins, once one is claimed here
     sent: int = 0  # bytes after ``start`` the server holds
     held: bool = True  # the worker holds the run; once released the stream lingers, then ends
     refused: bool = False  # the server refused it (the run is another worker's now)
@@ -55,29 +58,31 @@ class LogShipper:
         self.client = client
         self.worker = worker
         self.log_dir = log_dir
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[tuple[str, int], _Stream] = {}  # (run id, attempt) -> its stream
         self._lock = threading.Lock()  # one sender at a time (the thread or a flush); guards ``_streams``
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
 
-    def watch(self, run_id: str) -> None:
-        """Start (or resume) shipping the log of a run this worker just claimed."""
+    def watch(self, run_id: str, attempt: int) -> None:
+        """Start (or resume) shipping the log of an attempt this worker just claimed."""
         with self._lock:
-            stream = self._streams.get(run_id)
+            stream = self._streams.get((run_id, attempt))
             if stream is None:
                 path = self.log_dir / f"{run_id}.log"
-                self._streams[run_id] = _Stream(run_id, path, _size(path))
+                size = _size(path)
+                for earlier in self._of([run_id]):  # what follows is this attempt's, not theirs
+                    earlier.end = size if earlier.end is None else earlier.end
+                self._streams[(run_id, attempt)] = _Stream(run_id, attempt, path, size)
             else:
                 stream.held, stream.refused = True, False
 
     def release(self, run_ids: Collection[str]) -> None:
         """These runs' attempts are over here: ship their last lines, then stop watching."""
         with self._lock:
-            for run_id in run_ids:
-                if (stream := self._streams.get(run_id)) is not None:
-                    stream.held = False
-                    stream.quiet_since = time.monotonic()
+            for stream in self._of(run_ids):
+                stream.held = False
+                stream.quiet_since = time.monotonic()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="orchestra-log-shipper", daemon=True)
@@ -97,8 +102,11 @@ class LogShipper:
     def flush(self, run_ids: Collection[str]) -> None:
         """Ship these runs' logs now (the worker is about to report their end)."""
         with self._lock:
-            streams = [stream for run_id in run_ids if (stream := self._streams.get(run_id)) is not None]
-            self._ship(streams, time.monotonic() + FLUSH_BUDGET)
+            self._ship(self._of(run_ids), time.monotonic() + FLUSH_BUDGET)
+
+    def _of(self, run_ids: Collection[str]) -> list[_Stream]:
+        wanted = set(run_ids)
+        return [stream for stream in self._streams.values() if stream.run_id in wanted]
 
     def _run(self) -> None:
         while not self._stop.wait(TICK + self._backoff):
@@ -120,8 +128,8 @@ class LogShipper:
             batch = _next_batch(streams)
             if not batch:
                 return
-            chunks = [{"runId": stream.run_id, "offset": stream.sent, "data": base64.b64encode(data).decode()}
-                      for stream, data in batch]
+            chunks = [{"runId": stream.run_id, "attempt": stream.attempt, "offset": stream.sent,
+                       "data": base64.b64encode(data).decode()} for stream, data in batch]
             answer = self.client.post(f"/workers/{self.worker}/logs", {"chunks": chunks})
             for (stream, _), result in zip(batch, answer["results"], strict=True):
                 self._note(stream, result)
@@ -137,11 +145,11 @@ class LogShipper:
 
     def _forget_finished(self) -> None:
         now = time.monotonic()
-        for run_id, stream in list(self._streams.items()):
+        for key, stream in list(self._streams.items()):
             if stream.held or now - stream.quiet_since <= LINGER:
                 continue
-            if stream.refused or _size(stream.path) <= stream.start + stream.sent:
-                del self._streams[run_id]
+            if stream.refused or _length(stream) <= stream.sent:
+                del self._streams[key]
 
 
 def _next_batch(streams: list[_Stream]) -> list[tuple[_Stream, bytes]]:
@@ -151,11 +159,20 @@ def _next_batch(streams: list[_Stream]) -> list[tuple[_Stream, bytes]]:
     for stream in streams:
         if stream.refused or room <= 0:
             continue
-        data = _read(stream.path, stream.start + stream.sent, min(CHUNK, room))
+        unsent = _length(stream) - stream.sent
+        if unsent <= 0:
+            continue
+        data = _read(stream.path, stream.start + stream.sent, min(CHUNK, room, unsent))
         if data:
             batch.append((stream, data))
             room -= len(data)
     return batch
+
+
+def _length(stream: _Stream) -> int:
+    """How many bytes of the file are this stream's (so far)."""
+    end = _size(stream.path) if stream.end is None else stream.end
+    return max(0, end - stream.start)
 
 
 def _size(path: Path) -> int:

@@ -131,7 +131,7 @@ class RemoteWorker:
         return max(0.0, min(self.poll_interval, (wanted - self.clock()).total_seconds()))
 
     def _claimed(self, run: Run) -> None:
-        self.shipper.watch(run.id)
+        self.shipper.watch(run.id, run.attempt)
 
     def _moved(self, run: Run) -> None:
         """Journal the jobs of ours that run (see ``journal``); forget the others."""
