@@ -276,3 +276,27 @@ def test_a_log_shipped_before_streams_were_counted_per_attempt_goes_on_where_it_
     assert append_chunk(tmp_path, "r", "a", 7, b"and more\n") == 16
     assert append_chunk(tmp_path, "r", "a", 0, b"attempt 2\n", attempt=2) == 10  # a new stream
     assert log.read_bytes() == b"from b\nfrom a\nand more\nattempt 2\n"
+
+
+def test_a_remote_worker_asks_for_many_runs_and_resources_in_requests_a_proxy_lets_through(api: LiveApi) -> None:
+    from urllib.parse import urlencode
+
+    from orchestra.remote.store_client import QUERY_BUDGET, RemoteStore, query_batches
+
+    ids = [f"{i:032x}" for i in range(2000)]
+    batches = list(query_batches(ids, "id"))
+    assert [i for batch in batches for i in batch] == ids  # all of them, in order, once
+    assert all(len(urlencode({"id": batch}, doseq=True)) <= QUERY_BUDGET for batch in batches)
+    odd = ["é" * 100, "x", "a&b=c"]  # percent-encoded, they weigh more
+    assert all(len(urlencode({"name": batch}, doseq=True)) <= 1000 for batch in query_batches(odd * 50, "name", 1000))
+
+    seed(api, 3)
+    claimed = [run["id"] for run in claim(api.client, "far", count=3).json()["runs"]]
+    client = ApiClient(api.url, TOKEN, timeout=5)
+    try:
+        remote = RemoteStore(client, "far")
+        assert sorted(remote.get_runs(ids + claimed)) == sorted(claimed)
+        names = [f"deployment-{i:05d}" for i in range(1500)] + ["etl-nightly"]
+        assert list(remote.get_resources("Deployment", names)) == ["etl-nightly"]
+    finally:
+        client.close()

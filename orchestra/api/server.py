@@ -21,6 +21,10 @@ from fastapi import FastAPI
 
 log = logging.getLogger("orchestra.api")
 GRACEFUL_SHUTDOWN = 3  # seconds open requests get once stopping; streams end by themselves before
+# h11 refuses a request head still incomplete past its limit (16 KiB by default): whether a head
+# of 20 KiB passed depended on how the network cut it up. A limit as large as any head this API
+# takes makes the answer the same every time; past it, 400 and the connection closed.
+MAX_REQUEST_HEAD = 64 * 1024
 
 
 class ApiServer:
@@ -29,7 +33,8 @@ class ApiServer:
         self.host = host
         self._socket = _bind(host, port)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+                                h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

@@ -20,9 +20,10 @@ handles an unreachable database: the pass fails and is tried again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from orchestra.client import ApiClient
 from orchestra.errors import Conflict, NotFound
@@ -30,6 +31,10 @@ from orchestra.remote.wire import request_to_report, resource_from_wire, run_fro
 from orchestra.store import ACTIVE, Run, StoredResource, TransitionRequest, TransitionResult
 
 MIN_LEASE = 1.0  # seconds: the server refuses shorter leases
+# Bytes of query string per request: under the 8 KiB request line that proxies in front of
+# a daemon commonly allow (nginx's default), whatever the number of names or ids asked for.
+QUERY_BUDGET = 6000
+MAX_VALUES = 1000  # values of one query parameter the API takes at once
 
 
 def utc_now() -> datetime:
@@ -74,10 +79,10 @@ class RemoteStore:
         return self._read_resources(kind, ())[1]
 
     def get_resources(self, kind: str, names: Collection[str]) -> dict[str, StoredResource]:
-        wanted = sorted(set(names))
-        if not wanted:
-            return {}
-        return {resource.name: resource for resource in self._read_resources(kind, wanted)[1]}
+        found: dict[str, StoredResource] = {}
+        for batch in query_batches(sorted(set(names)), "name"):
+            found |= {resource.name: resource for resource in self._read_resources(kind, batch)[1]}
+        return found
 
     def get_resource(self, kind: str, name: str) -> StoredResource:
         found = self.get_resources(kind, [name]).get(name)
@@ -180,8 +185,8 @@ class RemoteStore:
     def get_runs(self, run_ids: Collection[str]) -> dict[str, Run]:
         ids = sorted(set(run_ids))
         found: dict[str, Run] = {}
-        for start in range(0, len(ids), 500):
-            body = self.client.get(f"{self._base}/run-records", id=ids[start:start + 500])
+        for batch in query_batches(ids, "id"):
+            body = self.client.get(f"{self._base}/run-records", id=batch)
             found |= {run.id: run for run in self._remember(run_from_wire(item) for item in body["runs"])}
         return found
 
@@ -228,3 +233,18 @@ class RemoteStore:
     def _check_worker(self, worker: str | None) -> None:
         if worker != self.worker:
             raise TypeError(f"this RemoteStore speaks for worker {self.worker}, not {worker}")
+
+
+def query_batches(values: Sequence[str], parameter: str, budget: int = QUERY_BUDGET) -> Iterator[list[str]]:
+    """``values`` cut into runs of consecutive ones whose ``parameter=value&...`` query fits ``budget``."""
+    batch: list[str] = []
+    used = 0
+    for value in values:
+        size = len(parameter) + 2 + len(quote(value, safe=""))
+        if batch and (used + size > budget or len(batch) == MAX_VALUES):
+            yield batch
+            batch, used = [], 0
+        batch.append(value)
+        used += size
+    if batch:
+        yield batch
