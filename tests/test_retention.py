@@ -13,7 +13,7 @@ import pytest
 from store_fixtures import T0, FakeClock, clock_fixture, db_url_fixture, new_run, scheduled, store_fixture  # noqa: F401
 
 from orchestra.reconcile.daemon import Daemon, DaemonSettings
-from orchestra.reconcile.retention import RunRetention
+from orchestra.reconcile.retention import MAX_POSTPONE, RunRetention
 from orchestra.reconcile.scheduler import Scheduler
 from orchestra.store import Run, Store, open_store
 from tests.daemon_fixtures import DaemonProcess, daemon_factory, deployment, wait_for, workdir  # noqa: F401
@@ -140,7 +140,21 @@ def test_sweeps_come_back_soon_while_a_backlog_lasts(store: Store, clock: FakeCl
     assert retention.maybe_sweep(clock.now) == 1
 
 
-def test_the_daemon_sweeps_only_when_nothing_is_due_within_a_second(tmp_path: Path) -> None:
+def test_a_sweep_waits_for_a_quiet_moment_but_not_forever(store: Store, clock: FakeClock) -> None:
+    for _ in range(3):
+        finished(store, clock)
+    clock.advance(MONTH.total_seconds() * 2)
+    store.create_run(new_run())
+    seconds = [0.0]
+    retention = RunRetention(store, MONTH, None, monotonic=lambda: seconds[0])
+    assert retention.maybe_sweep(clock.now, quiet=False) == 0  # something is about to start
+    seconds[0] = MAX_POSTPONE - 1
+    assert retention.maybe_sweep(clock.now, quiet=False) == 0
+    seconds[0] = MAX_POSTPONE + 1  # always something about to start: it goes anyway
+    assert retention.maybe_sweep(clock.now, quiet=False) == 3
+
+
+def test_the_daemon_sweeps_when_nothing_is_about_to_start(tmp_path: Path) -> None:
     specs = tmp_path / "specs"
     specs.mkdir()
     clock = FakeClock(T0 - timedelta(days=60))

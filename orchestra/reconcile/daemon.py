@@ -39,7 +39,7 @@ SPEC_STATUS = "spec_status"
 ERROR_BACKOFF = 1.0
 LEASE_CHECK = 1.0  # seconds between looks for expired leases when no in-process worker does it
 MARKER_REUSE = 0.1  # seconds a pass woken by a job's end may reuse the last change marker read
-RETENTION_QUIET = timedelta(seconds=1)  # old runs are deleted only when nothing is due sooner
+RETENTION_QUIET = timedelta(seconds=0.25)  # old runs are deleted when nothing is due sooner (see retention)
 
 
 class Worker(Protocol):
@@ -217,8 +217,8 @@ class Daemon:
         now = self.clock()
         if self.worker is None:
             self._recover_expired_leases(now)
-        if self.retention is not None and self._nothing_due_within(now, RETENTION_QUIET):
-            self.retention.maybe_sweep(now)
+        if self.retention is not None:
+            self.retention.maybe_sweep(now, quiet=self._nothing_due_within(now, RETENTION_QUIET))
         marker = self._current_marker(reloaded)
         quiet = marker == self._marker and (self._deadline is None or now < self._deadline)
         if quiet and not self._forced:

@@ -15,8 +15,9 @@ latest slot of a schedule, so no slot is ever run twice.
 A sweep deletes one batch. A full batch means more are waiting: the next
 sweep comes a second later, so a first sweep over a long history stays a
 string of short writes between the loop's passes, not one long one. The
-daemon sweeps only when nothing is due within a second, so a sweep never
-holds up the first start of a burst.
+daemon sweeps when nothing is due in the next quarter second, so a sweep
+does not hold up the first start of a burst; where something is always due
+(a pool that never catches up), a sweep waits at most ``MAX_POSTPONE``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger("orchestra.daemon")
 BATCH = 200  # runs per sweep: SQLite writes about 0.4 ms a run deleted (random pages of six indexes)
 SWEEP_INTERVAL = 600.0  # seconds between sweeps once caught up
 CATCH_UP_INTERVAL = 1.0  # seconds between sweeps while a backlog is being deleted
+MAX_POSTPONE = 30.0  # seconds a due sweep waits for a quiet moment before it goes anyway
 
 
 class RunRetention:
@@ -49,9 +51,11 @@ class RunRetention:
         self._monotonic = monotonic
         self._next = monotonic()  # the first sweep at the first pass
 
-    def maybe_sweep(self, now: datetime) -> int:
-        """Sweep if one is due; how many runs went."""
-        if self._monotonic() < self._next:
+    def maybe_sweep(self, now: datetime, quiet: bool = True) -> int:
+        """Sweep if one is due, and ``quiet`` (nothing about to start) or it waited long enough;
+        how many runs went."""
+        moment = self._monotonic()
+        if moment < self._next or (not quiet and moment < self._next + MAX_POSTPONE):
             return 0
         deleted, full = self.sweep(now)
         self._next = self._monotonic() + (CATCH_UP_INTERVAL if full else self.interval)
