@@ -13,7 +13,8 @@ import pytest
 from store_fixtures import T0, FakeClock, clock_fixture, db_url_fixture, new_run, scheduled, store_fixture  # noqa: F401
 
 from orchestra.reconcile.daemon import Daemon, DaemonSettings
-from orchestra.reconcile.retention import MAX_POSTPONE, RunRetention
+from orchestra.errors import StoreError
+from orchestra.reconcile.retention import MAX_POSTPONE, RETRY_AFTER_ERROR, RunRetention
 from orchestra.reconcile.scheduler import Scheduler
 from orchestra.store import Run, Store, open_store
 from tests.daemon_fixtures import DaemonProcess, daemon_factory, deployment, wait_for, workdir  # noqa: F401
@@ -189,6 +190,36 @@ def test_the_daemon_sweeps_when_nothing_is_about_to_start(tmp_path: Path) -> Non
         assert old_runs_left() == 2
     finally:
         store.close()
+
+
+class UnwritableStore:
+    """A store whose deletes fail (a full disk, a lost connection): hard to make for real here
+    without breaking the rest of the test's store, and only the failure matters."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def forgettable_runs(self, ended_before: object, limit: int) -> list[str]:
+        return self.store.forgettable_runs(ended_before, limit)  # type: ignore[arg-type]
+
+    def forget_runs(self, run_ids: object) -> int:
+        raise StoreError("disk I/O error")
+
+
+def test_a_failed_sweep_is_logged_and_tried_again_later_without_failing_the_pass(
+        store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    finished(store, clock)
+    clock.advance(MONTH.total_seconds() * 2)
+    store.create_run(new_run())
+    seconds = [0.0]
+    retention = RunRetention(UnwritableStore(store), MONTH, None, monotonic=lambda: seconds[0])  # type: ignore[arg-type]
+    assert retention.maybe_sweep(clock.now) == 0
+    assert "deleting old runs failed; trying again in 60s" in caplog.text
+    seconds[0] = RETRY_AFTER_ERROR - 1
+    retention.store = store  # the disk has room again
+    assert retention.maybe_sweep(clock.now) == 0  # not yet
+    seconds[0] = RETRY_AFTER_ERROR
+    assert retention.maybe_sweep(clock.now) == 1
 
 
 # -- the option -------------------------------------------------------------------

@@ -38,6 +38,7 @@ BATCH = 200  # runs per sweep: SQLite writes about 0.4 ms a run deleted (random 
 SWEEP_INTERVAL = 600.0  # seconds between sweeps once caught up
 CATCH_UP_INTERVAL = 1.0  # seconds between sweeps while a backlog is being deleted
 MAX_POSTPONE = 30.0  # seconds a due sweep waits for a quiet moment before it goes anyway
+RETRY_AFTER_ERROR = 60.0  # seconds before a sweep that failed is tried again
 
 
 class RunRetention:
@@ -57,7 +58,12 @@ class RunRetention:
         moment = self._monotonic()
         if moment < self._next or (not quiet and moment < self._next + MAX_POSTPONE):
             return 0
-        deleted, full = self.sweep(now)
+        try:
+            deleted, full = self.sweep(now)
+        except Exception:  # deleting old runs must never stop new ones: the pass goes on
+            log.exception("deleting old runs failed; trying again in %.0fs", RETRY_AFTER_ERROR)
+            self._next = self._monotonic() + RETRY_AFTER_ERROR
+            return 0
         self._next = self._monotonic() + (CATCH_UP_INTERVAL if full else self.interval)
         return deleted
 
