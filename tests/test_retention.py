@@ -17,7 +17,7 @@ from orchestra.errors import StoreError
 from orchestra.reconcile.retention import MAX_POSTPONE, RETRY_AFTER_ERROR, RunRetention
 from orchestra.reconcile.scheduler import Scheduler
 from orchestra.store import Run, Store, open_store
-from tests.daemon_fixtures import DaemonProcess, daemon_factory, deployment, wait_for, workdir  # noqa: F401
+from tests.daemon_fixtures import daemon_factory, wait_for, workdir  # noqa: F401
 from tests.test_scheduler import World, at
 
 MONTH = timedelta(days=30)
@@ -41,6 +41,15 @@ def slot(store: Store, clock: FakeClock, minute: int, identity: str = "interval:
     store.transition(run.id, "Skipped", "deployment paused")
     clock.advance(1)
     return run
+
+
+def over_long_ago(store: Store, clock: FakeClock, count: int) -> None:
+    """``count`` runs that ended two months before the clock's new time, and a new run
+    after them (the store's newest event is not theirs)."""
+    for _ in range(count):
+        finished(store, clock)
+    clock.advance(MONTH.total_seconds() * 2)
+    store.create_run(new_run())
 
 
 def event_count(store: Store, run_id: str) -> int:
@@ -122,10 +131,7 @@ def test_a_sweep_never_lets_a_slot_run_twice(tmp_path: Path) -> None:
 
 
 def test_sweeps_come_back_soon_while_a_backlog_lasts(store: Store, clock: FakeClock) -> None:
-    for _ in range(5):
-        finished(store, clock)
-    clock.advance(MONTH.total_seconds() * 2)
-    store.create_run(new_run())
+    over_long_ago(store, clock, 5)
     seconds = [0.0]
     retention = RunRetention(store, MONTH, None, batch=2, interval=600.0, monotonic=lambda: seconds[0])
     deleted = []
@@ -134,18 +140,13 @@ def test_sweeps_come_back_soon_while_a_backlog_lasts(store: Store, clock: FakeCl
         deleted.append(retention.maybe_sweep(clock.now))
     # full batches a second apart, then the last one, then nothing to do until ten minutes later
     assert deleted == [2, 0, 2, 0, 1, 0, 0]
-    finished(store, clock)
-    clock.advance(MONTH.total_seconds() * 2)
-    store.create_run(new_run())
+    over_long_ago(store, clock, 1)
     seconds[0] = 602.0
     assert retention.maybe_sweep(clock.now) == 1
 
 
 def test_a_sweep_waits_for_a_quiet_moment_but_not_forever(store: Store, clock: FakeClock) -> None:
-    for _ in range(3):
-        finished(store, clock)
-    clock.advance(MONTH.total_seconds() * 2)
-    store.create_run(new_run())
+    over_long_ago(store, clock, 3)
     seconds = [0.0]
     retention = RunRetention(store, MONTH, None, monotonic=lambda: seconds[0])
     assert retention.maybe_sweep(clock.now, quiet=False) == 0  # something is about to start
@@ -208,9 +209,7 @@ class UnwritableStore:
 
 def test_a_failed_sweep_is_logged_and_tried_again_later_without_failing_the_pass(
         store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
-    finished(store, clock)
-    clock.advance(MONTH.total_seconds() * 2)
-    store.create_run(new_run())
+    over_long_ago(store, clock, 1)
     seconds = [0.0]
     retention = RunRetention(UnwritableStore(store), MONTH, None, monotonic=lambda: seconds[0])  # type: ignore[arg-type]
     assert retention.maybe_sweep(clock.now) == 0

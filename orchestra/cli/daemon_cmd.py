@@ -52,7 +52,8 @@ log = logging.getLogger("orchestra.daemon")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"]), default="INFO", show_default=True)
 @click.pass_obj
 def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, shutdown_grace: str,
-           keep_runs: str | None, host: str, port: int, api: bool, api_token_file: Path | None, log_format: str, log_level: str) -> None:
+           keep_runs: str | None, host: str, port: int, api: bool, api_token_file: Path | None, log_format: str,
+           log_level: str) -> None:
     """Watch PATHS, apply them, turn schedules into runs and run them; serve the HTTP API."""
     if app.remote is not None:
         raise click.UsageError(f"orchestra daemon runs next to its store and serves the API itself: it does not "
@@ -63,15 +64,15 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
     keep = timedelta(seconds=duration_seconds(keep_runs, "--keep-runs")) if keep_runs is not None else None
     server = _api_server(app.store, app, list(paths), prune, host, port, api_token_file) if api else None
     root = spec_root(list(paths))
-    settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace, keep_runs=keep,
-                              log_dir=app.settings.state_dir / "logs")
+    log_dir = app.settings.state_dir / "logs"  # the jobs' logs, and the remote workers' copies
+    settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace, keep_runs=keep, log_dir=log_dir)
     from orchestra.workers.local import LocalWorker, worker_identity  # only the daemon needs workers
 
     worker = None
     if workers != "none":
         pools = None if workers == "all" else [p.strip() for p in workers.split(",") if p.strip()]
         worker = LocalWorker(app.store, runners=available_runners(root.resolve()), pools=pools,
-                             worker_id=worker_identity(), log_dir=app.settings.state_dir / "logs")
+                             worker_id=worker_identity(), log_dir=log_dir)
     instance = Daemon(app.store, worker, settings)
     if worker is not None:
         worker.on_change = instance.wake
