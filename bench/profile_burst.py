@@ -48,7 +48,8 @@ PHASES: list[tuple[type, str]] = [
     (LocalWorker, "step"), (LocalWorker, "_gather_starts"), (LocalWorker, "_pass_record"),
     (LocalWorker, "_settle"), (LocalWorker, "_claim_and_start"), (LocalWorker, "_handle_cancels"),
     (Store, "finish_and_claim"), (Store, "transition_seen"), (Store, "claim_runs"), (Store, "next_due_time"),
-    (Launcher, "launch"), (Launcher, "_render"), (ProcessRunner, "start"),
+    (Launcher, "launch"), (Launcher, "_render"), (ProcessRunner, "start"), (ProcessRunner, "start_held"),
+    (Launcher, "_start"),
 ]
 
 

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from worker_fixtures import T0, TrackingRunner, World, at, pool, world_fixture  # noqa: F401
+from worker_fixtures import T0, TrackingRunner, World, at, is_gone, pool, wait_for, world_fixture  # noqa: F401
 
+from orchestra.runners.process import HeldJob, ProcessHandle
 from orchestra.store import CANCELLED, PENDING, RUNNING, SCHEDULED
+from orchestra.workers import holding as holding_module
 from orchestra.workers import launching
 from orchestra.workers.launching import make_empty_files
 from orchestra.workers.local import REHEARSE_AHEAD
@@ -217,3 +219,121 @@ def test_a_rehearsed_run_whose_job_does_not_render_fails_at_its_start_as_before(
     assert (done.state, done.attempt) == ("Failed", 1)
     assert done.state_reason.startswith("cannot render the job: parameter n")
     assert done.state_reason in world.log(run)
+
+
+class HoldingRunner(TrackingRunner):
+    """The tracking runner with the optional ``hold``: jobs rendered ahead are made
+    ahead and held; counts how each job started."""
+
+    def __init__(self, base_dir: Path) -> None:
+        super().__init__(base_dir)
+        self.made: list[HeldJob] = []
+        self.released: list[str] = []
+        self.started: list[str] = []
+
+    def hold(self, run_id: str, job: dict[str, Any]) -> HeldJob | None:
+        held = self.inner.hold(run_id, job)
+        if held is not None:
+            self.made.append(held)
+        return held
+
+    def start_held(self, held: HeldJob, log_path: Path) -> ProcessHandle:
+        handle = self.inner.start_held(held, log_path)
+        self.released.append(log_path.stem)
+        self.handles[log_path.stem] = handle
+        return handle
+
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
+        self.started.append(run_id)
+        return super().start(run_id, job, log_path)
+
+    def waiting(self) -> list[int]:
+        """The pids of held jobs whose process is still there (not released, not dropped)."""
+        return [held.child.pid for held in self.made if not is_gone(held.child.pid)
+                and held.child.pid not in {handle.pid for handle in self.handles.values()}]
+
+    def close(self) -> None:
+        for held in self.made:
+            held.drop()
+        super().close()
+
+
+@pytest.fixture
+def holding(world: World) -> HoldingRunner:
+    runner = HoldingRunner(world.tmp)
+    world.runner = runner
+    world.worker = world.make_worker()
+    world.apply(pool("local", concurrencyLimit=2))
+    return runner
+
+
+def prepared(world: World) -> None:
+    assert world.worker.preparing is not None
+    world.worker.preparing.join(timeout=10)
+
+
+def test_the_jobs_of_rehearsed_runs_are_made_ahead_and_released_at_their_start(world: World,
+                                                                               holding: HoldingRunner) -> None:
+    world.job("quick", ["echo", "{{ parameters.who }}"], parameters={"who": "held"})
+    due = at(0.9)
+    runs = [world.run("quick", due) for _ in range(3)]
+
+    world.worker.step(T0)
+    prepared(world)
+    assert len(holding.waiting()) == 3 and [world.state(run) for run in runs] == [SCHEDULED] * 3
+
+    world.step_until(lambda: all(world.state(run) == "Completed" for run in runs), due, what="the three runs")
+    assert sorted(holding.released) == sorted(run.id for run in runs) and holding.started == []
+    assert holding.waiting() == [] and len(world.worker._launcher.held) == 0
+    for run in runs:
+        log = world.log(run)
+        assert log.startswith("[orchestra] attempt 1 of 1 started at ") and "\nheld\n" in log
+        assert world.store.get_run(run.id).runner_ident.startswith(f"pid:{world.runner.handles[run.id].pid}:")
+
+
+def test_a_held_job_is_dropped_unrun_once_its_deployment_changed(world: World, holding: HoldingRunner) -> None:
+    marker = world.tmp / "old-version-ran"
+    world.job("quick", ["touch", str(marker)])
+    due = at(0.9)
+    run = world.run("quick", due)
+    world.worker.step(T0)
+    prepared(world)
+    [old] = holding.waiting()
+
+    world.job("quick", ["echo", "new version"])  # applied between the rehearsal and the due time
+    world.step_until(world.reached(run, "Completed"), due, what="the run")
+    assert holding.started == [run.id] and holding.released == []
+    assert is_gone(old) and not marker.exists()
+    assert "\nnew version\n" in world.log(run)
+
+
+def test_held_jobs_are_dropped_when_the_worker_stops(world: World, holding: HoldingRunner) -> None:
+    marker = world.tmp / "ran"
+    world.job("quick", ["touch", str(marker)])
+    runs = [world.run("quick", at(0.9)) for _ in range(2)]
+    world.worker.step(T0)
+    prepared(world)
+    pids = holding.waiting()
+    assert len(pids) == 2
+
+    world.worker.shutdown(1.0, lambda: T0)
+    assert all(is_gone(pid) for pid in pids) and not marker.exists()
+    assert [world.state(run) for run in runs] == [SCHEDULED] * 2  # left for the next daemon, as before
+
+
+def test_a_held_job_whose_run_never_starts_is_dropped_after_its_time(world: World, holding: HoldingRunner,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(holding_module, "HOLD_PAST_DUE", 0.0)
+    world.job("quick", ["true"])
+    due = at(0.5)
+    run = world.run("quick", due)
+    world.worker.step(T0)
+    prepared(world)
+    [pid] = holding.waiting()
+    world.store.transition(run.id, CANCELLED, "cancelled before it was due", expect={SCHEDULED})
+
+    wait_for(lambda: time.monotonic() > world.worker._launcher.held._entries[run.id].expires, timeout=10,
+             what="the held job's time to pass")
+    world.step(due)
+    assert is_gone(pid) and len(world.worker._launcher.held) == 0
+    assert holding.released == holding.started == []

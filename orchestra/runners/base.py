@@ -101,6 +101,10 @@ class Runner(Protocol):
 
     # Optional: ``warm(self) -> None``, called by a worker shortly before runs fall due
     # (``LocalWorker._rehearse``), to set up what the first start would otherwise pay for.
+    # Optional, together: ``hold(self, run_id, job) -> held | None``, called shortly before
+    # the run falls due to make its job ahead without running it, and ``start_held(self,
+    # held, log_path) -> RunHandle``, its start (``OSError``: start it the ordinary way);
+    # a held job the worker does not start is ended by its ``drop()`` (``workers.holding``).
 
 
 def check_grace(grace: Any) -> list[str]:

@@ -33,7 +33,7 @@ from typing import Any
 from orchestra.durations import parse_duration
 from orchestra.runners.base import LaunchError, check_env, check_grace, check_log_max, check_string, json_type
 from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES, BoundedLogWriter
-from orchestra.runners.spawn import Child, prepare, spawn
+from orchestra.runners.spawn import Child, HeldChild, hold, prepare, spawn
 
 __all__ = ["PROCESS_JOB_FIELDS", "ProcessHandle", "ProcessRunner", "validate_process_job"]
 
@@ -345,6 +345,17 @@ class ProcessHandle:
 
 
 @dataclass(frozen=True)
+class HeldJob:
+    """A job's process made ahead and held (``ProcessRunner.hold``), and how it was launched."""
+
+    launch: _Launch
+    child: HeldChild
+
+    def drop(self) -> None:
+        self.child.drop()
+
+
+@dataclass(frozen=True)
 class _Launch:
     """A validated job resolved against the runner's base directory and environment."""
 
@@ -396,10 +407,53 @@ class ProcessRunner:
         except LaunchError:
             writer.close()
             raise
+        return self._track(child, writer, launch.grace)
+
+    def _track(self, child: Child, writer: BoundedLogWriter, grace: float) -> ProcessHandle:
         tracked = _Tracked(child, writer)
         tracked.pidfd = self._open_pidfd(child.pid)
         _shared_pump().add(tracked, self._drain_grace)
-        return ProcessHandle(tracked, launch.grace)
+        return ProcessHandle(tracked, grace)
+
+    def hold(self, run_id: str, job: dict[str, Any]) -> HeldJob | None:
+        """Make ``job``'s process now, held before ``exec`` until ``start_held``; None
+        when it cannot be held faithfully (it then starts the ordinary way).
+
+        A burst's starts cost the loop's thread about half a millisecond each,
+        most of it waiting for the child to reach ``exec`` while the cores are
+        busy with the jobs already running. Made while the worker waits for the runs to fall
+        due (``Launcher.prepare``), a start is one write to a pipe. Only a job
+        whose launch cannot differ is held: valid, its executable resolved to a
+        program the kernel runs itself (a binary or a ``#!`` script: a shell
+        would run any other file as a script), an environment the holding shell
+        passes on unchanged (``runners.spawn.hold``).
+        """
+        if validate_process_job(job):
+            return None
+        try:
+            launch = self._resolve(run_id, job)
+        except LaunchError:
+            return None
+        name = launch.argv[0]
+        executable = name if os.sep in name else _executables.lookup(name, launch.env.get("PATH", os.defpath))
+        if executable is None or not _kernel_runs(os.path.join(launch.cwd, executable)):
+            return None
+        try:
+            child = hold(launch.argv, env=launch.env, cwd=str(launch.cwd))
+        except OSError:
+            return None
+        return None if child is None else HeldJob(launch, child)
+
+    def start_held(self, held: HeldJob, log_path: Path) -> ProcessHandle:
+        """Release a held job: from here on, as ``start``. ``OSError`` if its holder
+        is gone (dropped); the caller then starts the job the ordinary way."""
+        writer = BoundedLogWriter(Path(log_path), held.launch.log_max_bytes)  # before: a job never runs untracked
+        try:
+            held.child.release()
+        except OSError:
+            writer.close()
+            raise
+        return self._track(held.child, writer, held.launch.grace)
 
     def reap_orphan(self, ident: str) -> bool:
         """SIGKILL the group ``ident`` names if it still runs and is provably ours.
@@ -499,6 +553,16 @@ def _spawn(launch: _Launch) -> Child:
             return spawn(launch.argv, executable=None, env=launch.env, cwd=str(launch.cwd))
     except OSError as err:
         raise LaunchError(_launch_failure(err, launch)) from None
+
+
+def _kernel_runs(path: str) -> bool:
+    """Is ``path`` a program ``execve`` runs itself (ELF, or a ``#!`` script)?"""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError:
+        return False
+    return head == b"\x7fELF" or head.startswith(b"#!")
 
 
 class _ExecutableCache:

@@ -22,16 +22,20 @@ job that cannot start is reported exactly as before.
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import os
+import re
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Child", "prepare", "spawn"]
+__all__ = ["Child", "HeldChild", "hold", "holding_is_faithful", "prepare", "spawn"]
 
 _POSIX_SPAWN_SETSIGMASK = 0x08  # glibc's <spawn.h>
 _POSIX_SPAWN_SETSIGDEF = 0x04
@@ -78,6 +82,121 @@ def spawn(argv: Sequence[str], *, executable: str | None, env: Mapping[str, str]
     return _popen(argv, executable, env, cwd)
 
 
+# Holding a job: its process is made ahead, and waits before ``exec`` in a fixed
+# script of the system shell for one line on descriptor 3; the line releases it, end
+# of file (the job dropped, or the daemon gone) ends it. The job's arguments are
+# only ever "$@": never parsed, never expanded. dash (Debian's /bin/sh) sets PWD
+# itself, so the job's own PWD is restored from the first argument ("-": none).
+HOLD_SHELL = "/bin/sh"
+HOLD_SCRIPT = ('read -r go <&3 && [ "$go" = go ] || exit 125; '
+               'case $1 in -) unset PWD;; *) PWD=${1#=}; export PWD;; esac; shift; exec "$@" 3<&-')
+_RELEASE = b"go\n"
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SHELL_OWNED = frozenset({"IFS", "OPTIND", "PPID"})  # POSIX shells reset these (dash stops on an odd OPTIND)
+
+
+class HeldChild(Child):
+    """A job's process made ahead, waiting before ``exec`` for ``release`` (see ``hold``)."""
+
+    def __init__(self, pid: int, stdout: int, release_fd: int) -> None:
+        super().__init__(pid, stdout)
+        self._release_fd = release_fd
+        self._state = "held"  # then "released" or "dropped"
+
+    def release(self) -> None:
+        """Let the job run; ``OSError`` if its holder is gone or it was dropped (the
+        caller then drops it and starts the job the ordinary way)."""
+        if self._state != "held":
+            raise OSError(f"a held job cannot be released once {self._state}")
+        try:
+            os.write(self._release_fd, _RELEASE)  # one line into an empty pipe: never blocks
+        except OSError:
+            self.drop()
+            raise
+        os.close(self._release_fd)
+        self._state = "released"
+
+    def drop(self) -> None:
+        """End the held process without running its job, and reap it; once only."""
+        if self._state != "held":
+            return
+        self._state = "dropped"
+        os.close(self._release_fd)  # the holder reads end of file and exits
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)  # and at once, wherever it is
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.close_stdout()
+
+
+def hold(argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> HeldChild | None:
+    """Make the process of ``argv`` now, held until ``HeldChild.release``: as ``spawn``
+    would once released, with the executable looked up on the job's PATH by the shell.
+    None where that could differ from ``spawn``: a shell that changes what it passes on
+    (``holding_is_faithful``), an environment it would change, or no ``posix_spawn``."""
+    libc = _libc()
+    if libc is None or not _holdable_env(env) or not holding_is_faithful():
+        return None
+    return _hold(libc, argv, env, cwd)
+
+
+def _hold(libc: Any, argv: Sequence[str], env: Mapping[str, str], cwd: str) -> HeldChild | None:
+    pwd = env.get("PWD")
+    shell_env = {key: value for key, value in env.items() if key != "PWD"}
+    args = [HOLD_SHELL, "-c", HOLD_SCRIPT, "orchestra-held", "-" if pwd is None else "=" + pwd, *argv]
+    release_r, release_w = os.pipe()
+    try:
+        child = _posix_spawn(libc, args, HOLD_SHELL, shell_env, cwd, extra_fd=release_r)
+    finally:
+        os.close(release_r)
+    if child is None:
+        os.close(release_w)
+        return None
+    return HeldChild(child.pid, child.stdout, release_w)
+
+
+def _holdable_env(env: Mapping[str, str]) -> bool:
+    """Does the shell pass ``env`` on unchanged? It drops what are not shell names."""
+    return all(_SHELL_NAME.fullmatch(key) and key not in _SHELL_OWNED for key in env)
+
+
+_PROBE_ENV = {"ORCHESTRA_PROBE": "a b\nc", "LC_ALL": "C.UTF-8",  # (no locale coercion by Python)
+              "PWD": "/orchestra-probe", "OLDPWD": "/", "SHLVL": "7", "_": "x",
+              "LINENO": "3", "ENV": "/nonexistent", "PS4": "+ "}
+_PROBE_ARGS = ["$1", "; x", "\"$@\"", ""]
+_PROBE = "import os, sys; print(repr((sys.argv[1:], dict(os.environb))))"
+
+
+@functools.cache
+def holding_is_faithful() -> bool:
+    """Does this system's shell hand a held job exactly the environment and arguments
+    ``spawn`` would? Checked once, by holding and releasing a Python that reports
+    them: dash (Debian's and Ubuntu's /bin/sh) does; bash, /bin/sh elsewhere, sets SHLVL and _."""
+    libc = _libc()
+    if libc is None or not os.access(HOLD_SHELL, os.X_OK):
+        return False
+    argv = [sys.executable, "-I", "-S", "-c", _PROBE, *_PROBE_ARGS]
+    child = _hold(libc, argv, _PROBE_ENV, "/")
+    if child is None:
+        return False
+    try:
+        child.release()
+    except OSError:  # dropped on the way
+        return False
+    reported = b""
+    try:
+        while chunk := os.read(child.stdout, 65536):
+            reported += chunk
+    finally:
+        child.close_stdout()
+        code = child.wait()
+    expected = (_PROBE_ARGS, {os.fsencode(k): os.fsencode(v) for k, v in _PROBE_ENV.items()})
+    try:
+        return code == 0 and ast.literal_eval(reported.decode()) == expected
+    except (ValueError, SyntaxError, UnicodeError):
+        return False
+
+
 def prepare(env: Mapping[str, str]) -> None:
     """Do what the first ``spawn`` would do once (load glibc's functions, make the
     attributes, encode the entries of ``env``), so that it starts as fast as the next."""
@@ -98,7 +217,8 @@ def _popen(argv: Sequence[str], executable: str | None, env: Mapping[str, str], 
     return Child(popen.pid, popen.stdout.fileno(), popen)
 
 
-def _posix_spawn(libc: Any, argv: Sequence[str], executable: str, env: Mapping[str, str], cwd: str) -> Child | None:
+def _posix_spawn(libc: Any, argv: Sequence[str], executable: str, env: Mapping[str, str], cwd: str,
+                 extra_fd: int | None = None) -> Child | None:
     """The started child, or None when ``posix_spawn`` refused (``Popen`` then tries,
     and explains the failure in its words)."""
     try:
@@ -117,7 +237,7 @@ def _posix_spawn(libc: Any, argv: Sequence[str], executable: str, env: Mapping[s
     quick.posix_spawn_file_actions_init(actions)
     pid = ctypes.c_int(0)
     try:
-        failed = _add_file_actions(quick, actions, write_end, directory) or libc.posix_spawn(
+        failed = _add_file_actions(quick, actions, write_end, directory, extra_fd) or libc.posix_spawn(
             ctypes.byref(pid), path, actions, attributes,
             (ctypes.c_char_p * (len(args) + 1))(*args, None),
             (ctypes.c_char_p * (len(environment) + 1))(*environment, None))
@@ -145,14 +265,17 @@ def _env_entry(key: str, value: str) -> bytes:
     return _c_string(key) + b"=" + _c_string(value)
 
 
-def _add_file_actions(libc: Any, actions: Any, write_end: int, directory: bytes) -> int:
+def _add_file_actions(libc: Any, actions: Any, write_end: int, directory: bytes, extra_fd: int | None = None) -> int:
     """What ``Popen(stdin=DEVNULL, stdout=PIPE, stderr=STDOUT, close_fds=True, cwd=...)``
-    does to the child's descriptors and directory; 0, or the first error."""
+    does to the child's descriptors and directory, and ``extra_fd`` as descriptor 3;
+    0, or the first error."""
+    extra = () if extra_fd is None else (libc.posix_spawn_file_actions_adddup2(actions, extra_fd, 3),)
     calls = (
         libc.posix_spawn_file_actions_addopen(actions, 0, b"/dev/null", os.O_RDONLY, 0),
         libc.posix_spawn_file_actions_adddup2(actions, write_end, 1),
         libc.posix_spawn_file_actions_adddup2(actions, write_end, 2),
-        libc.posix_spawn_file_actions_addclosefrom_np(actions, 3),
+        *extra,
+        libc.posix_spawn_file_actions_addclosefrom_np(actions, 3 + len(extra)),
         libc.posix_spawn_file_actions_addchdir_np(actions, directory),
     )
     return next((code for code in calls if code), 0)

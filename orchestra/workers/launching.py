@@ -48,8 +48,9 @@ from typing import Any
 
 from orchestra.errors import InvalidInput, NotFound, StoreError
 from orchestra.jobs.template import RenderedJob
-from orchestra.runners.base import LaunchError, Runner, start_concurrency
+from orchestra.runners.base import LaunchError, Runner, RunHandle, start_concurrency
 from orchestra.store import CANCELLING, FAILED, PENDING, RUNNING, Run, Store, StoredResource
+from orchestra.workers.holding import HeldJobs
 from orchestra.workers.outcomes import grace_seconds, label
 from orchestra.workers.rendering import render_run
 from orchestra.workers.reporting import Move, finish_request, move_request, note
@@ -125,6 +126,8 @@ class Launcher:
     python: str
     # run id -> its job rendered ahead (``prepare``): written by the prepare thread, popped by starts
     _ahead: dict[str, _Ahead] = field(default_factory=dict, compare=False, repr=False)
+    # the processes of jobs rendered ahead, made and held until their start (``prepare``)
+    held: HeldJobs = field(default_factory=HeldJobs, compare=False, repr=False)
 
     def log_path(self, run_id: str) -> Path:
         return self.log_dir / f"{run_id}.log"
@@ -143,7 +146,7 @@ class Launcher:
         if warm is not None:
             warm()
 
-    def prepare(self, run_ids: Sequence[str], seconds: float) -> threading.Thread:
+    def prepare(self, run_ids: Sequence[str], seconds: float, runner: Runner | None = None) -> threading.Thread:
         """Get the runs about to start ready, in a thread that gives up after ``seconds``
         (when they fall due: the starts then do the rest themselves): make their
         empty log files, then render their jobs.
@@ -159,12 +162,12 @@ class Launcher:
         reads as a missing one does.
         """
         deadline = time.monotonic() + seconds
-        thread = threading.Thread(target=self._prepare, args=(list(run_ids), deadline), name="orchestra-prepare",
-                                  daemon=True)
+        thread = threading.Thread(target=self._prepare, args=(list(run_ids), deadline, runner),
+                                  name="orchestra-prepare", daemon=True)
         thread.start()
         return thread
 
-    def _prepare(self, run_ids: list[str], deadline: float) -> None:
+    def _prepare(self, run_ids: list[str], deadline: float, runner: Runner | None = None) -> None:
         """The prepare thread: every log first (the dearer part, and needed by every
         start), then the jobs, in the order the runs fall due; nothing it meets is an error."""
         made = make_empty_files([self.log_path(run_id) for run_id in run_ids], deadline)
@@ -194,6 +197,26 @@ class Launcher:
             except Exception:  # noqa: BLE001 - the start renders again and says why
                 continue
             self._ahead[run_id] = _Ahead(_render_inputs(run), deployment, pool, rendered)
+        hold = getattr(runner, "hold", None)  # optional: see ``ProcessRunner.hold``
+        if hold is not None:
+            self._hold(run_ids, hold, deadline)
+
+    def _hold(self, run_ids: list[str], hold: Callable[[str, dict[str, Any]], Any], deadline: float) -> None:
+        """Make the processes of the jobs rendered ahead, held until their starts."""
+        self.held.drop_expired()
+        for run_id in run_ids:
+            if time.monotonic() >= deadline or not self.held.room():
+                return
+            ahead = self._ahead.get(run_id)
+            if ahead is None:
+                continue
+            try:
+                made = hold(run_id, ahead.rendered.runnable())
+            except Exception:  # noqa: BLE001 - best effort: the start launches it the ordinary way
+                log.debug("cannot hold the job of run %s", run_id, exc_info=True)
+                continue
+            if made is not None:
+                self.held.add(run_id, ahead.rendered, made, deadline - time.monotonic())
 
     def launch(self, runs: Sequence[Run], runner: Runner, now: datetime, resources: ResourceCache,
                deliver: Callable[[Outcome], None]) -> None:
@@ -260,7 +283,7 @@ class Launcher:
         path = self.log_path(run.id)
         note(path, f"attempt {run.attempt} of {run.max_attempts} started at {now.isoformat()}")
         try:
-            handle = runner.start(run.id, rendered.runnable(), path)
+            handle = self._start_held(run, rendered, runner, path) or runner.start(run.id, rendered.runnable(), path)
         except (LaunchError, OSError) as err:
             reason = f"cannot start the job: {err}"
         except Exception as err:  # a runner bug: fail the attempt rather than leave it Pending
@@ -270,6 +293,19 @@ class Launcher:
             return Started(Supervised(run, handle, now, grace_seconds(rendered.job), path), rendered)
         note(path, reason)
         return NotStarted(finish_request(run, FAILED, reason, now))
+
+    def _start_held(self, run: Run, rendered: RenderedJob, runner: Runner, path: Path) -> RunHandle | None:
+        """The run's job released from the process held for this very render, if there is one."""
+        held = self.held.take(run.id, rendered)
+        if held is None:
+            return None
+        try:
+            handle: RunHandle = runner.start_held(held, path)  # type: ignore[attr-defined]
+        except OSError as err:  # its holder is gone (or its log cannot open): start it the ordinary way
+            held.drop()
+            log.debug("%s: its held job could not be released (%s); starting it anew", label(run), err)
+            return None
+        return handle
 
     def _render(self, run: Run, resources: ResourceCache) -> RenderedJob | str:
         """The run's job, or why it cannot be rendered (a render error is

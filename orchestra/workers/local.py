@@ -168,6 +168,7 @@ class LocalWorker:
         and three reads is most of what a wave of runs costs the loop.
         """
         self._gather_starts()
+        self._launcher.held.drop_expired()
         record = self._pass_record(now)
         # The last pass's claim read the resource marker, and this one's will: no refresh needed.
         fresh = self._adopted and bool(record.moves or self._backlog)
@@ -210,6 +211,9 @@ class LocalWorker:
             if self._busy():
                 self._ended.wait(min(left, CANCEL_POLL))
         self._await_starts(now_fn, STOP_JOIN_MARGIN)
+        if self.preparing is not None:  # it stops by the due time it prepares for, at most a second away
+            self.preparing.join(REHEARSE_AHEAD.total_seconds() + STOP_JOIN_MARGIN)
+        self._launcher.held.drop_all()
         if self._jobs:
             self._cancel_all(now_fn)
 
@@ -544,7 +548,7 @@ class LocalWorker:
             # done a little before ``due``: a render holds the interpreter lock, which the loop
             # waking at ``due`` would otherwise wait for
             seconds = max(0.0, (due - now).total_seconds() - PREPARE_MARGIN)
-            self.preparing = self._launcher.prepare(coming, seconds)
+            self.preparing = self._launcher.prepare(coming, seconds, runner)
 
     def _rehearsed_due(self, pool: str, now: datetime) -> bool:
         """Has the due time of a rehearsed claim of ``pool`` come?"""

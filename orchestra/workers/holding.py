@@ -1,0 +1,106 @@
+"""Jobs made ahead and held until their runs start (``Launcher.prepare``).
+
+A runner that can (``ProcessRunner.hold``) makes a due run's process while the
+worker waits for the due time, held before ``exec``; the start then releases
+it, which in a burst of short jobs is most of what a start used to cost the
+loop's thread. Each held job belongs to one render of one run: it is used
+only by a start of that very render, and dropped (its process ended, never
+having run the job) when the run starts otherwise, when it has waited past
+its time, or when the worker stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from orchestra.jobs.template import RenderedJob
+
+log = logging.getLogger("orchestra.worker")
+
+HOLD_LIMIT = 256  # held at most: each is a waiting process and two of the daemon's descriptors
+HOLD_PAST_DUE = 10.0  # seconds a held job may wait past its due time before it is dropped
+
+
+class Held(Protocol):
+    """What a runner's ``hold`` returns."""
+
+    def drop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Entry:
+    rendered: RenderedJob
+    held: Held
+    expires: float  # time.monotonic()
+
+
+class HeldJobs:
+    """The held jobs of one worker, by run id; thread-safe (the prepare thread adds, the loop takes)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._limit = _descriptor_budget() if limit is None else limit
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def room(self) -> bool:
+        with self._lock:
+            return len(self._entries) < self._limit
+
+    def add(self, run_id: str, rendered: RenderedJob, held: Held, due_in: float) -> None:
+        entry = _Entry(rendered, held, time.monotonic() + due_in + HOLD_PAST_DUE)
+        with self._lock:
+            replaced = self._entries.pop(run_id, None)
+            self._entries[run_id] = entry
+        if replaced is not None:
+            replaced.held.drop()
+
+    def take(self, run_id: str, rendered: RenderedJob) -> Held | None:
+        """The run's held job if it was made from ``rendered`` itself; a held job made
+        from another render (the deployment changed since) is dropped."""
+        with self._lock:
+            entry = self._entries.pop(run_id, None)
+        if entry is None:
+            return None
+        if entry.rendered is not rendered:
+            entry.held.drop()
+            return None
+        return entry.held
+
+    def drop_expired(self) -> None:
+        """Drop the held jobs whose runs did not start in time (claimed elsewhere, cancelled)."""
+        if not self._entries:  # the usual case, without the lock
+            return
+        now = time.monotonic()
+        with self._lock:
+            expired = [run_id for run_id, entry in self._entries.items() if entry.expires <= now]
+            dropped = [self._entries.pop(run_id) for run_id in expired]
+        self._drop(dropped)
+
+    def drop_all(self) -> None:
+        with self._lock:
+            dropped = list(self._entries.values())
+            self._entries.clear()
+        self._drop(dropped)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def _drop(entries: list[_Entry]) -> None:
+        for entry in entries:
+            try:
+                entry.held.drop()
+            except OSError as err:  # it is ended either way: the daemon's copy of its pipe is closed
+                log.debug("dropping a held job: %s", err)
+
+
+def _descriptor_budget() -> int:
+    """``HOLD_LIMIT``, or fewer where the descriptor limit is low: at most an eighth of it
+    goes to held jobs (two each), the rest stays for running jobs, the store and the API."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return HOLD_LIMIT if soft == resource.RLIM_INFINITY else max(0, min(HOLD_LIMIT, soft // 16))

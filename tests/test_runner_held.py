@@ -1,0 +1,231 @@
+"""Jobs made ahead and held (``ProcessRunner.hold``): a burst's jobs are made while
+the worker waits for them to fall due, each waiting in a fixed shell script for one
+line on a pipe, and at the due time released with one write. Once released the job
+must be the very process ``start`` would have made (argv, environment, directory,
+descriptors, signals, session), its arguments are never read by the shell, and a
+held job that is dropped, or whose daemon dies, never runs.
+
+Real processes; the job describes itself from /proc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestra.runners import spawn as spawn_module
+from orchestra.runners.process import HeldJob, ProcessHandle, ProcessRunner
+
+DESCRIBE = """
+import json, os, sys
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\\t" in line)
+print(json.dumps({
+    "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "sid": os.getsid(0), "pid": os.getpid(),
+    "pgid": os.getpgid(0), "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+    "stdin": os.readlink("/proc/self/fd/0"),
+    "signals": {key: status[key].strip() for key in ("SigBlk", "SigIgn")},
+}), flush=True)
+"""
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[ProcessRunner]:
+    if spawn_module._libc() is None:
+        pytest.fail("posix_spawn with addchdir_np and addclosefrom_np is expected on this machine (glibc >= 2.34)")
+    yield ProcessRunner(tmp_path)
+
+
+@pytest.fixture
+def held_jobs() -> Iterator[list[HeldJob]]:
+    """Held jobs a test made; any not released are dropped at the end."""
+    made: list[HeldJob] = []
+    yield made
+    for held in made:
+        held.drop()
+
+
+def hold(runner: ProcessRunner, made: list[HeldJob], job: dict[str, Any], run_id: str = "r1") -> HeldJob:
+    held = runner.hold(run_id, job)
+    assert held is not None, "the job was expected to be held"
+    made.append(held)
+    return held
+
+
+def finished(handle: ProcessHandle) -> int:
+    code = handle.wait(30)
+    assert code is not None, "the job did not end within 30 s"
+    return code
+
+
+def described(log: Path) -> dict[str, Any]:
+    return json.loads(log.read_text().splitlines()[-1])
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in "ZX"
+
+
+def wait_gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("pwd", [None, "/somewhere/else", ""], ids=["no PWD", "a PWD", "an empty PWD"])
+def test_a_released_job_is_the_process_start_would_make(runner: ProcessRunner, held_jobs: list[HeldJob],
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        pwd: str | None) -> None:
+    if pwd is None:
+        monkeypatch.delenv("PWD", raising=False)
+    else:
+        monkeypatch.setenv("PWD", pwd)
+    runner = ProcessRunner(tmp_path)  # the daemon's environment is read at the first start
+    (tmp_path / "work").mkdir()
+    job = {"command": [sys.executable, "-c", DESCRIBE, "one", "two words"], "workingDir": "work",
+           "env": {"OLDPWD": "/before", "LINENO": "7", "PS4": "+ ", "SHLVL": "3", "_": "x", "EMPTY": ""}}
+    direct = runner.start("r1", job, tmp_path / "direct.log")
+    assert finished(direct) == 0
+    held = hold(runner, held_jobs, job)
+    released = runner.start_held(held, tmp_path / "held.log")
+    assert finished(released) == 0
+
+    started, waited = described(tmp_path / "direct.log"), described(tmp_path / "held.log")
+    assert waited["pid"] == released.pid == waited["sid"] == waited["pgid"]  # a session of its own, as before
+    for view in (started, waited):
+        del view["pid"], view["sid"], view["pgid"]
+    assert waited == started
+    assert waited["argv"] == ["-c", "one", "two words"] and waited["cwd"] == str(tmp_path / "work")
+    assert waited["env"].get("PWD") == pwd and waited["env"]["OLDPWD"] == "/before"
+
+
+def test_shell_characters_in_arguments_reach_a_held_job_as_plain_text(runner: ProcessRunner,
+                                                                      held_jobs: list[HeldJob],
+                                                                      tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    tricky = [f"$(touch {marker})", f"`touch {marker}`", f"; touch {marker}", "$@", "$1", '"', "'", "\n; x",
+              "*", "-c", "go", "", "${PWD}", "a\\b"]
+    job = {"command": [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))", *tricky]}
+    held = hold(runner, held_jobs, job)
+    handle = runner.start_held(held, tmp_path / "held.log")
+    assert finished(handle) == 0
+    assert json.loads((tmp_path / "held.log").read_text()) == tricky
+    assert not marker.exists()
+
+
+def test_a_held_job_runs_only_once_released(runner: ProcessRunner, held_jobs: list[HeldJob],
+                                            tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    held = hold(runner, held_jobs, {"command": ["touch", str(marker)]})
+    time.sleep(0.2)  # what the job would have done by now, held or not
+    assert not marker.exists() and alive(held.child.pid)
+    assert finished(runner.start_held(held, tmp_path / "held.log")) == 0
+    assert marker.exists()
+
+
+def test_a_dropped_held_job_never_runs_and_is_reaped(runner: ProcessRunner, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    held = runner.hold("r1", {"command": ["touch", str(marker)]})
+    assert held is not None
+    pid = held.child.pid
+    held.drop()
+    assert not Path(f"/proc/{pid}").exists()  # ended and reaped: not even a zombie is left
+    assert not marker.exists()
+    with pytest.raises(OSError):
+        runner.start_held(held, tmp_path / "held.log")
+
+
+def test_a_held_job_whose_daemon_dies_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    daemon = textwrap.dedent(f"""
+        import os, sys
+        from pathlib import Path
+        from orchestra.runners.process import ProcessRunner
+        held = ProcessRunner(Path({str(tmp_path)!r})).hold("r1", {{"command": ["touch", {str(marker)!r}]}})
+        print(held.child.pid, flush=True)
+        os._exit(0)  # as a kill -9 would: nothing is closed or dropped on the way out
+    """)
+    done = subprocess.run([sys.executable, "-c", daemon], capture_output=True, text=True, timeout=60, check=True)
+    pid = int(done.stdout)
+    assert wait_gone(pid), f"held process {pid} outlived its daemon"
+    assert not marker.exists()
+
+
+def test_a_held_job_is_stopped_as_any_other(runner: ProcessRunner, held_jobs: list[HeldJob],
+                                            tmp_path: Path) -> None:
+    held = hold(runner, held_jobs, {"command": ["sleep", "60"], "terminationGracePeriod": "5s"})
+    handle = runner.start_held(held, tmp_path / "held.log")
+    assert handle.terminate() == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("env", [{"A.B": "1"}, {"1X": "1"}, {"IFS": ":"}, {"OPTIND": "2"}, {"PPID": "1"}],
+                         ids=["a dot", "a leading digit", "IFS", "OPTIND", "PPID"])
+def test_a_job_whose_environment_the_shell_would_change_is_not_held(runner: ProcessRunner,
+                                                                    env: dict[str, str]) -> None:
+    assert runner.hold("r1", {"command": ["true"], "env": env}) is None
+
+
+def test_a_program_the_kernel_does_not_run_itself_is_not_held_and_fails_as_before(runner: ProcessRunner,
+                                                                                    tmp_path: Path) -> None:
+    script = tmp_path / "no-shebang"
+    script.write_text("touch ran\n")  # a shell would run this as a script; execve refuses it
+    script.chmod(0o755)
+    assert runner.hold("r1", {"command": [str(script)]}) is None
+    assert runner.hold("r1", {"command": ["no-such-program-here"]}) is None
+    assert runner.hold("r1", {"command": "true"}) is None  # not a valid job at all
+    shebang = tmp_path / "with-shebang"
+    shebang.write_text("#!/bin/sh\nexit 3\n")
+    shebang.chmod(0o755)
+    held = runner.hold("r1", {"command": [str(shebang)]})
+    assert held is not None
+    assert finished(runner.start_held(held, tmp_path / "held.log")) == 3
+
+
+def test_a_held_job_whose_holder_was_killed_cannot_be_released(runner: ProcessRunner, tmp_path: Path) -> None:
+    held = runner.hold("r1", {"command": ["true"]})
+    assert held is not None
+    os.kill(held.child.pid, signal.SIGKILL)
+    assert wait_gone(held.child.pid)
+    with pytest.raises(OSError):
+        runner.start_held(held, tmp_path / "held.log")
+    assert not Path(f"/proc/{held.child.pid}").exists()  # reaped on the way
+
+
+@pytest.fixture
+def probe_again(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``holding_is_faithful`` asked anew, and its first answer restored afterwards."""
+    spawn_module.holding_is_faithful.cache_clear()
+    yield
+    spawn_module.holding_is_faithful.cache_clear()
+
+
+def test_this_machines_shell_holds_faithfully(probe_again: None) -> None:
+    assert spawn_module.holding_is_faithful()  # Debian's dash: else no job here would ever be held
+
+
+def test_nothing_is_held_where_the_shell_would_change_the_job(runner: ProcessRunner, probe_again: None,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    bash = "/bin/bash"  # sets SHLVL and _ in what it passes on
+    assert os.access(bash, os.X_OK), "bash is part of this machine's base system"
+    monkeypatch.setattr(spawn_module, "HOLD_SHELL", bash)
+    assert not spawn_module.holding_is_faithful()
+    assert runner.hold("r1", {"command": ["true"]}) is None
+    monkeypatch.setattr(spawn_module, "HOLD_SHELL", "/no/such/shell")
+    spawn_module.holding_is_faithful.cache_clear()
+    assert runner.hold("r1", {"command": ["true"]}) is None
