@@ -229,3 +229,38 @@ def test_nothing_is_held_where_the_shell_would_change_the_job(runner: ProcessRun
     monkeypatch.setattr(spawn_module, "HOLD_SHELL", "/no/such/shell")
     spawn_module.holding_is_faithful.cache_clear()
     assert runner.hold("r1", {"command": ["true"]}) is None
+
+
+def test_a_held_job_keeps_its_output_when_the_pipe_lands_on_descriptor_3(runner: ProcessRunner,
+                                                                          held_jobs: list[HeldJob],
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Descriptor 3 is where the holder reads its release line; the job's output pipe may
+    get that number in the daemon (a thread closed it meanwhile), and must still be the output."""
+    assert spawn_module.holding_is_faithful()  # its probe asked first, with pipes of its own
+    real_pipe, calls = os.pipe, []
+    try:
+        saved = os.dup(3)
+    except OSError:
+        saved = None
+
+    def pipe() -> tuple[int, int]:
+        read_end, write_end = real_pipe()
+        calls.append(write_end)
+        if len(calls) == 2:  # the output pipe (the release pipe is made first)
+            os.dup2(write_end, 3, inheritable=False)
+            os.close(write_end)
+            return read_end, 3
+        return read_end, write_end
+
+    monkeypatch.setattr(spawn_module.os, "pipe", pipe)
+    try:
+        held = hold(runner, held_jobs, {"command": ["echo", "still here"]})
+    finally:
+        monkeypatch.setattr(spawn_module.os, "pipe", real_pipe)
+        if saved is not None:
+            os.dup2(saved, 3)
+            os.close(saved)
+    assert len(calls) == 2
+    assert finished(runner.start_held(held, tmp_path / "held.log")) == 0
+    assert (tmp_path / "held.log").read_text() == "still here\n"

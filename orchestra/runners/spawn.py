@@ -269,15 +269,18 @@ def _add_file_actions(libc: Any, actions: Any, write_end: int, directory: bytes,
     """What ``Popen(stdin=DEVNULL, stdout=PIPE, stderr=STDOUT, close_fds=True, cwd=...)``
     does to the child's descriptors and directory, and ``extra_fd`` as descriptor 3;
     0, or the first error."""
-    extra = () if extra_fd is None else (libc.posix_spawn_file_actions_adddup2(actions, extra_fd, 3),)
-    calls = (
+    # In this order: the child runs them as added, and ``write_end`` may itself be descriptor 3.
+    calls = [
         libc.posix_spawn_file_actions_addopen(actions, 0, b"/dev/null", os.O_RDONLY, 0),
         libc.posix_spawn_file_actions_adddup2(actions, write_end, 1),
         libc.posix_spawn_file_actions_adddup2(actions, write_end, 2),
-        *extra,
-        libc.posix_spawn_file_actions_addclosefrom_np(actions, 3 + len(extra)),
+    ]
+    if extra_fd is not None:
+        calls.append(libc.posix_spawn_file_actions_adddup2(actions, extra_fd, 3))
+    calls += [
+        libc.posix_spawn_file_actions_addclosefrom_np(actions, 3 if extra_fd is None else 4),
         libc.posix_spawn_file_actions_addchdir_np(actions, directory),
-    )
+    ]
     return next((code for code in calls if code), 0)
 
 
