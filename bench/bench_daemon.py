@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from orchestra.runners.spawn import HOLD_SHELL, holding_is_faithful
 from orchestra.store import open_store
 
 ORCHESTRA = str(Path(sys.executable).parent / "orchestra")
@@ -140,6 +141,8 @@ def burst(count: int) -> float:
 def bursts(count: int, repeat: int) -> None:
     """``repeat`` bursts one after the other: on a shared machine one burst's ratio moves
     with the moment, so several, with their median, say more than one."""
+    held = "yes" if holding_is_faithful() else f"no ({HOLD_SHELL} changes what it passes on, or no posix_spawn)"
+    print(f"(a) jobs made ahead and held before the boundary on this machine: {held}")
     ratios = [burst(count) for _ in range(repeat)]
     if repeat > 1:
         print(f"(a) over {repeat} bursts: ratios {', '.join(f'{r:.2f}' for r in ratios)}; "
