@@ -25,6 +25,7 @@ import pytest
 
 from orchestra.runners import spawn as spawn_module
 from orchestra.runners.process import HeldJob, ProcessHandle, ProcessRunner
+from orchestra.workers import holding
 
 DESCRIBE = """
 import json, os, sys
@@ -264,3 +265,23 @@ def test_a_held_job_keeps_its_output_when_the_pipe_lands_on_descriptor_3(runner:
     assert len(calls) == 2
     assert finished(runner.start_held(held, tmp_path / "held.log")) == 0
     assert (tmp_path / "held.log").read_text() == "still here\n"
+
+
+@pytest.mark.parametrize(("cgroup", "limit_file", "limit", "budget"), [
+    ("0::/box\n", "box/pids.max", "100", 12),
+    ("8:pids:/box\n0::/\n", "pids/box/pids.max", "40", 5),
+    ("0::/box\n", "box/pids.max", "max", 256),
+    ("0::/\n", "elsewhere/pids.max", "100", 256),
+], ids=["cgroup v2", "cgroup v1", "no process limit", "no limit file"])
+def test_fewer_jobs_are_held_where_processes_are_few(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cgroup: str,
+                                                    limit_file: str, limit: str, budget: int) -> None:
+    proc = tmp_path / "cgroup"
+    proc.write_text(cgroup)
+    (tmp_path / limit_file).parent.mkdir(parents=True)
+    (tmp_path / limit_file).write_text(limit + "\n")
+    monkeypatch.setattr(holding, "PROC_CGROUP", str(proc))
+    monkeypatch.setattr(holding, "CGROUP_ROOT", str(tmp_path))
+    monkeypatch.setattr(holding.resource, "getrlimit", lambda _: (65536, 65536))
+    assert holding.hold_budget() == budget
+    monkeypatch.setattr(holding.resource, "getrlimit", lambda _: (1024, 4096))  # two descriptors a held job
+    assert holding.hold_budget() == min(budget, 64)

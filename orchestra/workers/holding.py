@@ -23,6 +23,8 @@ from orchestra.jobs.template import RenderedJob
 log = logging.getLogger("orchestra.worker")
 
 HOLD_LIMIT = 256  # held at most: each is a waiting process and two of the daemon's descriptors
+CGROUP_ROOT = "/sys/fs/cgroup"
+PROC_CGROUP = "/proc/self/cgroup"
 HOLD_PAST_DUE = 10.0  # seconds a held job may wait past its due time before it is dropped
 
 
@@ -43,7 +45,7 @@ class HeldJobs:
     """The held jobs of one worker, by run id; thread-safe (the prepare thread adds, the loop takes)."""
 
     def __init__(self, limit: int | None = None) -> None:
-        self._limit = _descriptor_budget() if limit is None else limit
+        self._limit = hold_budget() if limit is None else limit
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
 
@@ -99,8 +101,35 @@ class HeldJobs:
                 log.debug("dropping a held job: %s", err)
 
 
-def _descriptor_budget() -> int:
-    """``HOLD_LIMIT``, or fewer where the descriptor limit is low: at most an eighth of it
-    goes to held jobs (two each), the rest stays for running jobs, the store and the API."""
+def hold_budget() -> int:
+    """``HOLD_LIMIT``, or fewer where this process may have few descriptors or its
+    container few processes: held jobs take at most an eighth of either (two
+    descriptors and one process each), the rest stays for running jobs and their
+    children, the store and the API."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return HOLD_LIMIT if soft == resource.RLIM_INFINITY else max(0, min(HOLD_LIMIT, soft // 16))
+    budget = HOLD_LIMIT if soft == resource.RLIM_INFINITY else min(HOLD_LIMIT, soft // 16)
+    pids = _pids_max()
+    return max(0, budget if pids is None else min(budget, pids // 8))
+
+
+def _pids_max() -> int | None:
+    """The process limit of this process's cgroup (v2, or v1's pids controller), if it has one."""
+    try:
+        with open(PROC_CGROUP) as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        directory = (CGROUP_ROOT + "/pids" if "pids" in controllers.split(",") else
+                     CGROUP_ROOT if controllers == "" else None)
+        if directory is None:
+            continue
+        try:
+            with open(f"{directory}{path.rstrip('/')}/pids.max") as file:
+                value = file.read().strip()
+        except OSError:
+            continue
+        if value.isdigit():  # else "max": no limit
+            return int(value)
+    return None
