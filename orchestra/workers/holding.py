@@ -12,6 +12,7 @@ its time, or when the worker stops.
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import threading
 import time
@@ -48,6 +49,7 @@ class HeldJobs:
         self._limit = hold_budget() if limit is None else limit
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._next_expiry = math.inf  # no earlier: every pass asks, so most must cost one comparison
 
     def room(self) -> bool:
         with self._lock:
@@ -58,6 +60,7 @@ class HeldJobs:
         with self._lock:
             replaced = self._entries.pop(run_id, None)
             self._entries[run_id] = entry
+            self._next_expiry = min(self._next_expiry, entry.expires)
         if replaced is not None:
             replaced.held.drop()
 
@@ -75,18 +78,20 @@ class HeldJobs:
 
     def drop_expired(self) -> None:
         """Drop the held jobs whose runs did not start in time (claimed elsewhere, cancelled)."""
-        if not self._entries:  # the usual case, without the lock
-            return
         now = time.monotonic()
+        if now < self._next_expiry:
+            return
         with self._lock:
             expired = [run_id for run_id, entry in self._entries.items() if entry.expires <= now]
             dropped = [self._entries.pop(run_id) for run_id in expired]
+            self._next_expiry = min((entry.expires for entry in self._entries.values()), default=math.inf)
         self._drop(dropped)
 
     def drop_all(self) -> None:
         with self._lock:
             dropped = list(self._entries.values())
             self._entries.clear()
+            self._next_expiry = math.inf
         self._drop(dropped)
 
     def __len__(self) -> int:
