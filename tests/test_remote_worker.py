@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,31 @@ def test_sigterm_stops_the_worker_cleanly_and_cancels_what_is_still_running(
         final = api.get(f"/runs/{run_id}").json()
         assert final["state"] == "Cancelled", final
         assert is_gone(job_pid)
+
+
+def test_keep_logs_deletes_old_local_copies_and_keeps_what_the_worker_runs(
+        workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess]) -> None:  # noqa: F811
+    url = api_url(daemon)
+    log_dir = workdir / "remote-k-logs"
+    log_dir.mkdir()
+    old = log_dir / "0123456789abcdef0123456789abcdef.log"  # a run's copy from two days ago
+    old.write_text("old output\n")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    worker = workers(url, "remote-k", TOKEN, "--log-dir", str(log_dir), "--keep-logs", "1d")
+    with client(url) as api:
+        run_id = trigger(api, "greet")
+        run_where(api, run_id, lambda r: r["state"] == "Completed", "the run to complete")
+    wait_for(lambda: not old.exists(), message="the old copy deleted")
+    assert (log_dir / f"{run_id}.log").exists()  # today's copy stays
+    assert "deleted 1 local log copy(ies) last written more than 1d ago (--keep-logs)" in worker.output()
+
+
+def test_keep_logs_must_be_a_positive_duration(workdir: Path) -> None:  # noqa: F811
+    result = subprocess.run([ORCHESTRA, "worker", "--pool", "local", "--api-url", "http://127.0.0.1:9",
+                             "--keep-logs", "0s"], cwd=workdir, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 64, result.stderr  # a usage error, before any request
+    assert "--keep-logs" in result.stderr
 
 
 def test_a_wrong_or_missing_token_is_refused(daemon: DaemonProcess,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import socket
 import threading
 import time
@@ -263,6 +264,62 @@ def test_attempts_alternating_between_workers_all_reach_the_log(
         run_id = api.store.list_runs()[0].id
         assert api.log_path(run_id).read_bytes() == b"attempt 1 on a: a longer line\n2 on b\n3 on a\n"
     finally:
+        client.close()
+
+
+def test_keep_logs_deletes_the_old_copies_no_stream_watches_and_nothing_else(
+        api: LiveApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's copy goes once it was last written longer ago than ``keep`` and is not being
+    shipped: the copy of a run still held here stays however old, and so do other files."""
+    seed(api, 1)
+    run = claim(api.client, "keeper", count=1).json()["runs"][0]
+    log_dir = tmp_path / "worker-logs"
+    (log_dir / ".jobs").mkdir(parents=True)  # the worker's journal lives here too
+    client = ApiClient(api.url, TOKEN, timeout=5)
+    shipper = LogShipper(client, "keeper", log_dir, keep=timedelta(days=7))
+    shipper.watch(run["id"], run["attempt"])  # claimed here: what its log gains from now on is this attempt's
+    week_ago = time.time() - 8 * 86400
+    files = {name: log_dir / name for name in ("sent-long-ago.log", "recent.log", f"{run['id']}.log", "notes.txt")}
+    for path in files.values():
+        path.write_bytes(b"output\n")
+    for name in ("sent-long-ago.log", f"{run['id']}.log", "notes.txt"):
+        os.utime(files[name], (week_ago, week_ago))
+    os.utime(log_dir / ".jobs", (week_ago, week_ago))
+    try:
+        assert shipper.delete_old_copies(time.time() - 7 * 86400) == 1
+        assert sorted(p.name for p in log_dir.iterdir()) == sorted([".jobs", "recent.log", f"{run['id']}.log",
+                                                                   "notes.txt"])
+        # The run's attempt ends here and its log is all sent: the stream is forgotten, then the old copy goes.
+        shipper.flush([run["id"]])
+        assert api.log_path(run["id"]).read_bytes() == b"output\n"
+        shipper.release([run["id"]])
+        monkeypatch.setattr("orchestra.remote.shipper.LINGER", 0.0)
+        shipper._forget_finished()
+        os.utime(files[f"{run['id']}.log"], (week_ago, week_ago))
+        assert shipper.delete_old_copies(time.time() - 7 * 86400) == 1
+        assert not files[f"{run['id']}.log"].exists() and files["recent.log"].exists()
+    finally:
+        client.close()
+
+
+def test_the_shipper_thread_deletes_old_copies_when_keep_logs_is_given(
+        api: LiveApi, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    log_dir = tmp_path / "worker-logs"
+    log_dir.mkdir()
+    old, kept = log_dir / "old.log", log_dir / "kept.log"
+    old.write_bytes(b"x\n")
+    kept.write_bytes(b"y\n")
+    os.utime(old, (time.time() - 3 * 86400, time.time() - 3 * 86400))
+    caplog.set_level(logging.INFO, "orchestra.worker")
+    client = ApiClient(api.url, TOKEN, timeout=5)
+    shipper = LogShipper(client, "keeper", log_dir, keep=timedelta(days=1))
+    shipper.start()
+    try:
+        wait_for(lambda: not old.exists(), timeout=10, message="the old copy deleted by the shipper's thread")
+        assert kept.exists()
+        assert "deleted 1 local log copy(ies) last written more than 1d ago (--keep-logs)" in caplog.text
+    finally:
+        shipper.stop(flush_timeout=2)
         client.close()
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -50,12 +51,15 @@ URL_ENV = "ORCHESTRA_API_URL"
                    "(a checkout of the spec directory).")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where job logs are kept on this machine (default: .orchestra/worker-logs).")
+@click.option("--keep-logs", metavar="DURATION",
+              help="Delete this machine's copies of job logs last written longer ago than this (e.g. 7d), "
+                   "once sent to the daemon, which keeps its own (default: keep them all).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"]), default="INFO", show_default=True)
 @click.pass_obj
 def worker(app: AppContext, pool: str, queues: tuple[str, ...], limit: int | None, api_url: str | None,
            api_token_file: Path | None, name: str | None, lease: str, poll: str, shutdown_grace: str,
-           base_dir: Path, log_dir: Path | None, log_format: str, log_level: str) -> None:
+           base_dir: Path, log_dir: Path | None, keep_logs: str | None, log_format: str, log_level: str) -> None:
     """Claim runs of POOL through the daemon's API and run their jobs on this machine."""
     configure_logging(log_format, log_level)
     from orchestra.client import ApiClient
@@ -64,13 +68,14 @@ def worker(app: AppContext, pool: str, queues: tuple[str, ...], limit: int | Non
     url, token = _endpoint(app, api_url, api_token_file)
     worker_id = name or default_name()
     lease_seconds = duration_seconds(lease, "--lease", minimum=1.0)
+    keep = timedelta(seconds=duration_seconds(keep_logs, "--keep-logs")) if keep_logs is not None else None
     # A request may not hang longer than a heartbeat interval: the next heartbeat waits behind it.
     with ApiClient(url, token, timeout=max(2.0, min(30.0, lease_seconds / 3))) as client:
         instance = RemoteWorker(
             client, worker_id=worker_id, pool=pool, runners=available_runners(base_dir.resolve()),
             log_dir=log_dir or app.settings.state_dir / "worker-logs", queues=list(queues) or None, limit=limit,
             lease_seconds=lease_seconds, poll_interval=duration_seconds(poll, "--poll"),
-            shutdown_grace=duration_seconds(shutdown_grace, "--shutdown-grace"))
+            shutdown_grace=duration_seconds(shutdown_grace, "--shutdown-grace"), keep_logs=keep)
         stop_on_signals(instance, log)
         log.info("orchestra worker %s serving pool %s%s from %s", worker_id, pool,
                  f" (queues {', '.join(queues)})" if queues else "", url)

@@ -16,6 +16,13 @@ worker's is sent whole, after that one's.
 ``flush(run_ids)`` ships those runs' logs at once, from the worker's thread,
 before it reports an attempt's end: the output is on the server before the
 state that says it is complete.
+
+The files are the worker's copies: the daemon keeps its own, which its
+``--keep-runs`` deletes. With ``keep`` (``orchestra worker --keep-logs``) the
+thread also deletes, every ``SWEEP_INTERVAL``, the copies written to last
+longer ago than that which no stream watches any more (all sent, or refused).
+Under the lock that ``watch`` takes: an attempt claimed here again meanwhile
+either keeps its file or starts a new one, never counts from a deleted one.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from stat import S_ISREG
 
 from orchestra.client import ApiClient, ApiUnavailable
+from orchestra.durations import format_duration
 
 log = logging.getLogger("orchestra.worker")
 
@@ -38,6 +48,8 @@ TICK = 0.2  # seconds between looks at the files
 LINGER = 2.0  # seconds a finished file is still watched (its last notes follow the report)
 MAX_BACKOFF = 10.0
 FLUSH_BUDGET = 2.0  # seconds a flush may take before the report goes anyway
+SWEEP_INTERVAL = 600.0  # seconds between looks for copies older than ``keep``
+SWEEP_LIMIT = 1000  # copies deleted per look at most, so the lock is never held long
 
 
 @dataclass
@@ -54,10 +66,12 @@ class _Stream:
 
 
 class LogShipper:
-    def __init__(self, client: ApiClient, worker: str, log_dir: Path) -> None:
+    def __init__(self, client: ApiClient, worker: str, log_dir: Path, keep: timedelta | None = None) -> None:
         self.client = client
         self.worker = worker
         self.log_dir = log_dir
+        self.keep = keep
+        self._next_sweep = 0.0  # monotonic time of the next look for old copies: the first tick
         self._streams: dict[tuple[str, int], _Stream] = {}  # (run id, attempt) -> its stream
         self._lock = threading.Lock()  # one sender at a time (the thread or a flush); guards ``_streams``
         self._stop = threading.Event()
@@ -121,6 +135,7 @@ class LogShipper:
                     log.exception("shipping logs failed")
                     self._backoff = MAX_BACKOFF
                 self._forget_finished()
+            self._maybe_delete_old_copies()
 
     def _ship(self, streams: list[_Stream], deadline: float) -> None:
         """Send what ``streams`` gained, a batch at a time, until all is sent or ``deadline``."""
@@ -152,6 +167,36 @@ class LogShipper:
                 del self._streams[key]
 
 
+    def _maybe_delete_old_copies(self) -> None:
+        """Every ``SWEEP_INTERVAL`` with ``keep``: ``delete_old_copies``; a failure is logged, never fatal."""
+        if self.keep is None or time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+        try:
+            deleted = self.delete_old_copies(time.time() - self.keep.total_seconds())
+        except OSError as exc:
+            log.warning("cannot delete old log copies in %s: %s", self.log_dir, exc)
+            return
+        if deleted:
+            log.info("deleted %d local log copy(ies) last written more than %s ago (--keep-logs)",
+                     deleted, format_duration(self.keep))
+
+    def delete_old_copies(self, cutoff: float, limit: int = SWEEP_LIMIT) -> int:
+        """Delete ``<run-id>.log`` files of ``log_dir`` last modified before ``cutoff`` (epoch
+        seconds) that no stream watches; how many went (at most ``limit``)."""
+        deleted = 0
+        with self._lock:
+            watched = {stream.path.name for stream in self._streams.values()}
+            for path in self.log_dir.glob("*.log"):
+                if deleted >= limit:
+                    break
+                if path.name in watched or _modified(path) >= cutoff:
+                    continue
+                path.unlink(missing_ok=True)
+                deleted += 1
+        return deleted
+
+
 def _next_batch(streams: list[_Stream]) -> list[tuple[_Stream, bytes]]:
     """The unsent bytes of each stream (up to ``CHUNK`` each, ``BATCH`` in all)."""
     batch: list[tuple[_Stream, bytes]] = []
@@ -180,6 +225,15 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def _modified(path: Path) -> float:
+    """When a regular file was last written (epoch seconds); infinity for anything else."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return float("inf")
+    return stat.st_mtime if S_ISREG(stat.st_mode) else float("inf")
 
 
 def _read(path: Path, offset: int, limit: int) -> bytes:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
@@ -48,13 +48,13 @@ class RemoteWorker:
     def __init__(self, client: ApiClient, *, worker_id: str, pool: str, runners: Mapping[str, Runner],
                  log_dir: Path, queues: list[str] | None = None, limit: int | None = None,
                  lease_seconds: float = 30.0, poll_interval: float = 1.0, shutdown_grace: float = 30.0,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 keep_logs: timedelta | None = None, clock: Callable[[], datetime] = utc_now) -> None:
         self.worker_id = worker_id
         self.pool = pool
         self.poll_interval = poll_interval
         self.shutdown_grace = shutdown_grace
         self.clock = clock
-        self.shipper = LogShipper(client, worker_id, log_dir)
+        self.shipper = LogShipper(client, worker_id, log_dir, keep=keep_logs)
         self.store = RemoteStore(client, worker_id, queues=queues, limit=limit,
                                  before_report=self._report_ends, clock=clock)
         self.journal = JobJournal(log_dir)
