@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from worker_fixtures import T0, Gate, World, at, pool, wait_for, world_fixture  
 from orchestra.jobs import default_template, render_job
 from orchestra.reconcile import daemon as daemon_module
 from orchestra.reconcile.daemon import Daemon, DaemonSettings
+from orchestra.runners import process as process_module
 from orchestra.store import COMPLETED, PENDING, RUNNING, SCHEDULED, Store, open_store
 from orchestra.store.engine import Database, make_engine
 
@@ -81,6 +83,43 @@ def test_a_burst_pass_inserts_the_events_of_its_starts_ends_and_claim_at_once(wo
         assert [(e[0], e[1]) for e in world.reasons(run)] == [(None, SCHEDULED), (SCHEDULED, PENDING)]
 
 
+def _exited(pid: int) -> bool:
+    """Has our child ``pid`` exited? Peeks without reaping it."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+@pytest.mark.parametrize("rested", [False, True], ids=["busy", "asleep"])
+def test_a_pass_records_the_jobs_it_reaped_itself_and_only_an_end_seen_while_asleep_wakes_the_loop(
+        world: World, monkeypatch: pytest.MonkeyPatch, rested: bool) -> None:
+    """In a burst the pass reaps the ended jobs itself (``attend``) and records them at once, so
+    those ends do not ask for one more pass; an end the pump's thread sees while the loop sleeps does."""
+    monkeypatch.setattr(process_module, "PARK_LIMIT", 600.0)  # the pump's thread never takes over on its own
+    world.worker.rest()  # (the pump is shared: an earlier test's loop may have attended last)
+    gate = Gate(world.tmp)
+    world.apply(pool("local"))
+    world.job("quick", gate.command)
+    run = world.run("quick", at(-1))
+    try:
+        world.worker.step(T0)  # claims and starts it
+        world.worker.step(T0)  # records the start, and follows the job
+        assert world.state(run) == RUNNING
+        pid = world.runner.handles[run.id].pid
+        world.woke.clear()
+        if rested:
+            world.worker.rest()  # the loop goes to sleep
+        gate.open()
+        if rested:
+            assert world.woke.wait(20), "the pump's thread saw the end and woke the loop"
+        else:
+            wait_for(lambda: _exited(pid), what="the job to exit")
+        world.worker.step(T0)
+        assert world.state(run) == COMPLETED
+        if not rested:
+            assert not world.woke.is_set()  # recorded by the pass that reaped it: no pass more
+    finally:
+        world.worker.rest()
+
+
 # --- the daemon's change marker ------------------------------------------------------------------------------------
 
 
@@ -119,5 +158,40 @@ def test_forced_passes_reuse_a_recent_marker_but_quiet_passes_and_reloads_read_i
         daemon.wake()
         daemon.run_once()  # re-applied: new schedules must tick now, so read again
         assert store.reads == 3
+    finally:
+        store.close()
+
+
+class RestingWorker:
+    """A worker that counts how often the daemon's loop tells it it goes to sleep."""
+
+    def __init__(self) -> None:
+        self.rests = 0
+
+    def recover(self, now: Any) -> list[str]:
+        return []
+
+    def step(self, now: Any) -> None:
+        return None
+
+    def shutdown(self, grace: float, now_fn: Any) -> None:
+        pass
+
+    def rest(self) -> None:
+        self.rests += 1
+
+
+def test_the_loop_lets_the_worker_rest_only_when_it_really_sleeps(tmp_path: Path) -> None:
+    """In a burst a job's end asks for the next pass at once: the worker's thread stays busy and
+    keeps the runners' threads parked (``LocalWorker.rest``); only a real sleep hands them the work."""
+    worker = RestingWorker()
+    store = open_store(f"sqlite:///{tmp_path / 'o.db'}")
+    daemon = Daemon(store, worker, DaemonSettings(paths=[tmp_path], watch=False))
+    try:
+        daemon.wake()  # a job ended during the pass
+        daemon._sleep(5.0)  # returns at once: no rest
+        assert worker.rests == 0
+        daemon._sleep(0.01)  # nothing asks for a pass: the loop sleeps
+        assert worker.rests == 1
     finally:
         store.close()

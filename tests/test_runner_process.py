@@ -584,3 +584,54 @@ def test_reap_orphan_refuses_a_recycled_pid(jobs: Jobs, tmp_path: Path) -> None:
 def test_reap_orphan_rejects_a_foreign_ident(jobs: Jobs) -> None:
     with pytest.raises(ValueError, match="not a process runner ident"):
         jobs.runner.reap_orphan("docker:0123abcd")
+
+
+# --- a busy worker's thread does the pump's work -----------------------------
+
+
+def _record_thread(started: Started) -> list[int]:
+    """The threads that ran the job's done callback: whoever reaped it and completed its log."""
+    threads: list[int] = []
+    started.handle.add_done_callback(lambda: threads.append(threading.get_ident()))
+    return threads
+
+
+def test_an_attending_thread_reaps_the_ended_jobs_and_completes_their_logs_itself(jobs: Jobs) -> None:
+    """While a worker's loop attends at each pass, the jobs that end are reaped and their output
+    logged in that thread: the pump's own thread stays parked, off the interpreter lock."""
+    started = [jobs.start([PY, "-c", f"import time; time.sleep(0.3); print('job {i}')"]) for i in range(3)]
+    threads = [_record_thread(s) for s in started]
+    try:
+        deadline = time.monotonic() + 20
+        while not all(threads) and time.monotonic() < deadline:  # the worker's passes, a few ms apart
+            jobs.runner.attend()
+            time.sleep(0.005)
+        assert threads == [[threading.get_ident()]] * 3
+        assert [s.handle.poll() for s in started] == [0, 0, 0]
+        assert [s.text() for s in started] == [f"job {i}\n" for i in range(3)]
+    finally:
+        jobs.runner.rest()
+
+
+def test_after_rest_the_pump_thread_follows_the_jobs_again(jobs: Jobs) -> None:
+    started = jobs.start([PY, "-c", "import time; time.sleep(0.3); print('late')"])
+    threads = _record_thread(started)
+    jobs.runner.attend()
+    jobs.runner.rest()  # the worker's loop goes to sleep
+    assert started.handle.wait(20) == 0
+    assert threads and threads[0] != threading.get_ident()
+    assert started.text() == "late\n"
+
+
+def test_a_loop_that_attends_and_then_blocks_holds_no_job_up(jobs: Jobs) -> None:
+    """A worker blocked in something else after attending, without resting: the pump's thread
+    takes the work back by itself (after PARK_LIMIT), so a wait for a job never hangs."""
+    started = jobs.start([PY, "-c", "import time; time.sleep(0.2); print('done')"])
+    threads = _record_thread(started)
+    jobs.runner.attend()
+    try:
+        assert started.handle.wait(20) == 0
+        assert threads and threads[0] != threading.get_ident()
+        assert started.text() == "done\n"
+    finally:
+        jobs.runner.rest()

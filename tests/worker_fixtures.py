@@ -87,6 +87,12 @@ class TrackingRunner:
     def validate_job(self, job: dict[str, Any]) -> list[str]:
         return self.inner.validate_job(job)
 
+    def attend(self) -> None:  # as the daemon's ProcessRunner: the passes reap what ended
+        self.inner.attend()
+
+    def rest(self) -> None:
+        self.inner.rest()
+
     def close(self) -> None:
         for handle in self.handles.values():
             handle.kill()
@@ -176,6 +182,7 @@ class World:
                 return wait
             if time.monotonic() > deadline:
                 break
+            self.worker.rest()  # as the daemon's loop before it sleeps
             self.woke.wait(0.05)
             self.woke.clear()
             wait = self.worker.step(now)
@@ -195,6 +202,7 @@ class World:
                 return value
             if time.monotonic() > deadline:
                 break
+            self.worker.rest()  # as the daemon's loop before it sleeps
             self.woke.wait(0.05)
         pytest.fail(f"timed out waiting for {what}")
 

@@ -46,6 +46,7 @@ class Worker(Protocol):
     def recover(self, now: datetime) -> list[str]: ...
     def step(self, now: datetime) -> datetime | None: ...
     def shutdown(self, grace: float, now_fn: Callable[[], datetime]) -> None: ...
+    def rest(self) -> None: ...  # the loop is about to sleep (see ``LocalWorker.rest``)
 
 
 def utc_now() -> datetime:
@@ -103,6 +104,11 @@ class Wakeup:
         self._pending = True
         with contextlib.suppress(BlockingIOError):  # full of wake-ups already
             os.write(self._write_fd, b"\0")
+
+    @property
+    def pending(self) -> bool:
+        """Was it set since the last ``wait``? (Then ``wait`` returns at once.)"""
+        return self._pending
 
     def wait(self, timeout: float) -> None:
         """Sleep until ``set`` or ``timeout`` seconds, then forget the wake-ups so far."""
@@ -186,7 +192,7 @@ class Daemon:
         log.info("daemon ready: specs checked, runs recovered")  # tests and operators wait for this line
         try:
             while not self._stopping:
-                self._wake.wait(self._guarded_pass())
+                self._sleep(self._guarded_pass())
         finally:
             if self.watcher:
                 self.watcher.stop()
@@ -194,6 +200,13 @@ class Daemon:
                 log.info("stopping: no new runs; waiting up to %.0fs for running jobs", self.settings.shutdown_grace)
                 self.worker.shutdown(self.settings.shutdown_grace, self.clock)
             log.info("stopped")
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait for the next pass; the worker is told when the loop really sleeps, not
+        when a job's end or a change already asks for the next pass (a burst)."""
+        if self.worker is not None and seconds > 0 and not self._wake.pending:
+            self.worker.rest()
+        self._wake.wait(seconds)
 
     def _guarded_pass(self) -> float:
         """A failing pass (store unreachable, a bug) is logged and retried; it never ends the daemon."""

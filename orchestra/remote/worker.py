@@ -83,7 +83,10 @@ class RemoteWorker:
         try:
             self._start()
             while not self._stop.is_set():
-                self._wake.wait(self._guarded_pass())
+                wait = self._guarded_pass()
+                if not self._wake.is_set():
+                    self.worker.rest()  # the loop sleeps: the runners follow their jobs themselves
+                self._wake.wait(wait)
                 self._wake.clear()
         finally:
             log.info("stopping: no new runs; waiting up to %.0fs for running jobs", self.shutdown_grace)

@@ -105,6 +105,11 @@ class Runner(Protocol):
     # the run falls due to make its job ahead without running it, and ``start_held(self,
     # held, log_path) -> RunHandle``, its start (``OSError``: start it the ordinary way);
     # a held job the worker does not start is ended by its ``drop()`` (``workers.holding``).
+    # Optional, together: ``attend(self) -> None``, called by the worker's thread at each pass,
+    # to do there, without blocking, what a thread of the runner does for running jobs (their
+    # output, their ends), and ``rest(self) -> None``, called before that thread sleeps or
+    # blocks, to hand the work back: a runner's thread waking for every job that ends
+    # competes with a busy loop for the interpreter lock.
 
 
 def check_grace(grace: Any) -> list[str]:

@@ -145,15 +145,24 @@ def _killpg(pgid: int, sig: int) -> bool:
 
 
 _IDLE_EXIT = 5.0  # seconds an idle pump thread waits for the next job before it ends
+PARK_LIMIT = 0.05  # seconds the pump thread stays away after the worker's thread last attended
 
 
 class _Pump:
-    """One thread that reads every run's pipe into its log and notices exits.
+    """Reads every run's pipe into its log and notices exits, for all runs at once.
 
-    Jobs are handed over through ``add`` (a list plus a wake-up pipe) because
-    selector registrations are only safe from the thread that selects. The
-    thread ends after ``_IDLE_EXIT`` seconds without a job and starts again
-    on the next ``add``.
+    Jobs are handed over through ``add`` (a list plus a wake-up pipe). The
+    work is done by the pump's own thread, or by the worker's thread while that
+    one is busy: in a burst of short jobs the pump's thread woke for every job
+    that ended and took the interpreter lock from the worker's loop each time,
+    which then waited for it (measured: a fifth of a burst's drain). So the
+    worker's loop does the work itself at each pass (``attend``), and the
+    thread stays parked until the loop goes to sleep (``rest``) or has not
+    attended for ``PARK_LIMIT`` (a loop blocked in something else: the work
+    never waits longer than that). Whoever does the work holds ``_working``,
+    so selector registrations, ``_jobs`` and the jobs' ends are touched by one
+    thread at a time. The thread ends after ``_IDLE_EXIT`` seconds without a
+    job and starts again on the next ``add``.
     """
 
     def __init__(self) -> None:
@@ -162,11 +171,14 @@ class _Pump:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards ``_incoming``, ``_thread`` and ``_idle_since``
+        self._working = threading.Lock()
         self._incoming: list[tuple[_Tracked, float]] = []
         self._jobs: dict[_Tracked, float] = {}
         self._thread: threading.Thread | None = None
         self._idle_since: float | None = None
+        self._attended_at: float | None = None  # monotonic time of the last ``attend``; None: resting
+        self._resume = threading.Event()
 
     def add(self, job: _Tracked, drain_grace: float) -> None:
         with self._lock:
@@ -176,14 +188,73 @@ class _Pump:
                 self._thread = threading.Thread(target=self._run, name="orchestra-process-pump", daemon=True)
                 self._thread.start()
         if first:
-            with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
-                os.write(self._wake_w, b"\0")
+            self._poke()
+
+    def attend(self) -> None:
+        """Do, in the calling thread, what the pump's thread would: take in the jobs
+        handed over, copy output, reap the jobs that ended; never blocks. Until
+        ``rest``, the thread stays parked (at most ``PARK_LIMIT`` after the last call)."""
+        now = time.monotonic()
+        attended, self._attended_at = self._attended_at, now
+        if attended is None or now - attended >= PARK_LIMIT:
+            self._poke()  # the thread may be blocked in select: it comes out and parks
+        if not self._working.acquire(blocking=False):
+            return  # the thread is at it: what it leaves, the next pass takes
+        try:
+            self._register(self._take_incoming())
+            self._work(thread=False)
+        finally:
+            self._working.release()
+
+    def rest(self) -> None:
+        """The attending thread goes to sleep: the pump's thread takes the work back at once."""
+        if self._attended_at is None:
+            return
+        self._attended_at = None
+        self._resume.set()
+        self._poke()  # a thread blocked in select recomputes its timeout (drain deadlines set meanwhile)
+
+    def _poke(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
+            os.write(self._wake_w, b"\0")
 
     def _run(self) -> None:
-        while self._adopt_incoming():
-            for key, _ in self._sel.select(self._timeout()):
+        while True:
+            parked = self._parked_for()
+            if parked > 0:
+                self._resume.wait(parked)
+                self._resume.clear()
+                continue
+            with self._working:
+                if not self._adopt_incoming():
+                    return
+                timeout = self._timeout()
+            ready = self._sel.select(timeout)  # outside the lock: ``attend`` never waits for it
+            with self._working:
+                if ready:
+                    self._work()
+                else:
+                    self._check_clock()
+
+    def _parked_for(self) -> float:
+        """How much longer the thread stays away (0: not parked)."""
+        attended = self._attended_at
+        return 0.0 if attended is None else attended + PARK_LIMIT - time.monotonic()
+
+    def _work(self, *, thread: bool = True) -> None:
+        """Handle what is ready now (under ``_working``): what a select outside the lock
+        saw may have been handled by ``attend`` meanwhile, so look again. Only the pump's
+        thread drains its wake-up pipe: a wake-up drained by ``attend`` would leave the
+        thread blocked in select, where it should come out and park."""
+        for key, _ in self._sel.select(0):
+            if key.data is not None or thread:
                 self._dispatch(key.data)
-            self._check_clock()
+        self._check_clock()
+
+    def _take_incoming(self) -> list[tuple[_Tracked, float]]:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+            return incoming
 
     def _adopt_incoming(self) -> bool:
         """Register new jobs; False (and the thread ends) when there is no work."""
@@ -192,12 +263,15 @@ class _Pump:
             if not incoming and not self._jobs:
                 return self._still_wanted()
             self._idle_since = None
+        self._register(incoming)
+        return True
+
+    def _register(self, incoming: list[tuple[_Tracked, float]]) -> None:
         for job, grace in incoming:
             self._jobs[job] = grace
             self._sel.register(job.pipe_fd, selectors.EVENT_READ, lambda j=job: self._on_output(j))
             if job.pidfd is not None:
                 self._sel.register(job.pidfd, selectors.EVENT_READ, lambda j=job: self._on_exit(j))
-        return True
 
     def _still_wanted(self) -> bool:
         """Idle: keep the thread for ``_IDLE_EXIT`` seconds (a burst of short jobs
@@ -390,6 +464,16 @@ class ProcessRunner:
         the daemon's environment copied and encoded, glibc's spawn loaded, the pump made."""
         prepare(self._daemon_env())
         _shared_pump()
+
+    def attend(self) -> None:
+        """Follow the running jobs from the calling thread until ``rest`` (see ``Runner``)."""
+        if _pump is not None:
+            _pump.attend()
+
+    def rest(self) -> None:
+        """Leave the running jobs to the pump's own thread again (see ``Runner``)."""
+        if _pump is not None:
+            _pump.rest()
 
     def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
         """Launch ``job``; raises ``LaunchError`` for an invalid or unstartable job.

@@ -85,6 +85,10 @@ class LocalWorker:
                  on_change: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.runners = dict(runners)
+        # runners whose own thread follows running jobs, which this thread does itself while busy
+        self._attended = [runner for runner in self.runners.values()
+                          if hasattr(runner, "attend") and hasattr(runner, "rest")]
+        self._attending: int | None = None  # the thread attending the runners right now
         self.pools = None if pools is None else frozenset(pools)
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
@@ -209,6 +213,7 @@ class LocalWorker:
             self._ended.clear()  # before polling: an end after the poll sets it again
             self._supervise(now_fn())
             if self._busy():
+                self.rest()
                 self._ended.wait(min(left, CANCEL_POLL))
         self._await_starts(now_fn, STOP_JOIN_MARGIN)
         if self.preparing is not None:  # it stops by the due time it prepares for, at most a second away
@@ -216,6 +221,12 @@ class LocalWorker:
         self._launcher.held.drop_all()
         if self._jobs:
             self._cancel_all(now_fn)
+
+    def rest(self) -> None:
+        """This thread is about to sleep or block: the runners follow their jobs on their own
+        threads again (see ``_poll_ended``). The daemon's loop calls it before it sleeps."""
+        for runner in self._attended:
+            runner.rest()  # type: ignore[attr-defined]
 
     def _busy(self) -> bool:
         return bool(self._jobs or self._launching)
@@ -232,6 +243,7 @@ class LocalWorker:
             self._ended.clear()
             self._write(self._pass_record(now_fn(), poll_ends=False), now_fn())
             if self._launching:
+                self.rest()
                 self._ended.wait(min(left, CANCEL_POLL))
         for run_id in self._launching:
             log.warning("run %s: its job was still starting at shutdown; left for recovery", run_id[:12])
@@ -271,6 +283,7 @@ class LocalWorker:
             self._ended.clear()  # before looking again: a hand-over after the look sets it
             if not self._starts_in_flight():
                 return
+            self.rest()
             self._ended.wait(left)
 
     def _starts_in_flight(self) -> int:
@@ -332,7 +345,19 @@ class LocalWorker:
         self._settle_ended(record.ended, settled.ended, now)
 
     def _poll_ended(self) -> list[Ended]:
-        """The jobs that ended since the last pass, with their exit codes."""
+        """The jobs that ended since the last pass, with their exit codes.
+
+        The runners that can are attended first: this thread reaps the jobs that
+        ended and copies their output itself, where a runner's thread would have
+        woken for each and taken the interpreter lock from this busy loop. Until
+        ``rest``, those threads stay away.
+        """
+        self._attending = threading.get_ident()
+        try:
+            for runner in self._attended:
+                runner.attend()  # type: ignore[attr-defined]
+        finally:
+            self._attending = None
         return [(entry, code) for entry in self._jobs.values() if (code := entry.handle.poll()) is not None]
 
     def _settle_ended(self, ended: list[Ended], results: list[Run | None], now: datetime) -> None:
@@ -596,8 +621,11 @@ class LocalWorker:
             request_stop(entry, CANCEL)
 
     def _job_ended(self) -> None:
-        """Called from a waiter thread: wake whoever waits for the next pass."""
+        """Called from a waiter thread: wake whoever waits for the next pass. Not when this
+        pass reaped the job itself (``_poll_ended``): it records the end right after."""
         self._ended.set()
+        if self._attending == threading.get_ident():
+            return
         try:
             self.on_change()
         except Exception:
@@ -621,6 +649,7 @@ class LocalWorker:
                 request_stop(entry, SHUTDOWN)
         for entry, run in zip(stopping, moved, strict=True):
             entry.run = run or entry.run
+        self.rest()  # the stoppers wait for the ends that the runners' threads see
         for entry in list(self._jobs.values()):
             if entry.stopper is not None:
                 entry.stopper.join(entry.grace + STOP_JOIN_MARGIN)
