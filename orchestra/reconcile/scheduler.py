@@ -39,7 +39,7 @@ from orchestra.store import ACTIVE, CANCELLING, NewRun, Run, Store, StoredResour
 
 log = logging.getLogger("orchestra.scheduler")
 BATCH = 5_000
-PREPARE_AHEAD = timedelta(seconds=0.5)  # how long before its slot a run is made (see the module docstring)
+PREPARE_AHEAD = timedelta(seconds=2)  # how long before its slot a run is made (see the module docstring)
 
 
 @dataclass

@@ -73,7 +73,7 @@ CANCEL_POLL = 1.0  # seconds: how soon a cancel made by another process is notic
 BLOCKED_POLL = 1.0  # seconds: recheck due runs held back by a limit someone else may free
 STOP_JOIN_MARGIN = 5.0  # seconds a stopper may take beyond its grace (SIGKILL, output drain)
 GATHER_STARTS = 0.005  # seconds a pass may wait for starts in flight, to record them all in one write
-REHEARSE_AHEAD = timedelta(seconds=1)  # how soon before runs fall due their claim is rehearsed
+REHEARSE_AHEAD = timedelta(seconds=2)  # how soon before runs fall due their claim is rehearsed (as soon as they exist)
 PREPARE_MARGIN = 0.02  # seconds before the due time at which preparing its runs stops
 
 
@@ -216,7 +216,7 @@ class LocalWorker:
                 self.rest()
                 self._ended.wait(min(left, CANCEL_POLL))
         self._await_starts(now_fn, STOP_JOIN_MARGIN)
-        if self.preparing is not None:  # it stops by the due time it prepares for, at most a second away
+        if self.preparing is not None:  # it stops by the due time it prepares for, at most REHEARSE_AHEAD away
             self.preparing.join(REHEARSE_AHEAD.total_seconds() + STOP_JOIN_MARGIN)
         self._launcher.held.drop_all()
         if self._jobs:
