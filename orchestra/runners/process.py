@@ -187,7 +187,7 @@ class _Pump:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="orchestra-process-pump", daemon=True)
                 self._thread.start()
-        if first:
+        if first and self._parked_for() <= 0:  # a parked thread takes them in when it wakes (or ``attend`` does)
             self._poke()
 
     def attend(self) -> None:
