@@ -7,6 +7,7 @@ Every daemon started here is ended by its pid in the fixture's finalizer.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -39,6 +40,7 @@ class DaemonProcess:
         self.workdir = workdir
         self.db_url = db_url
         self.extra = extra or []
+        self.open_files: tuple[int, int] | None = None  # RLIMIT_NOFILE (soft, hard) to start it with
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_start = 0
         self.log = workdir / "daemon.log"
@@ -50,10 +52,15 @@ class DaemonProcess:
         # --port 0: each daemon serves its API on a free port, so that daemons of tests run
         # at the same time (or a daemon already on 4200) never collide.
         self.proc = subprocess.Popen([ORCHESTRA, "daemon", "specs", "--port", "0", *self.extra], cwd=self.workdir,
-                                     env=self.env,
+                                     env=self.env, preexec_fn=self._limit_open_files if self.open_files else None,
                                      stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         handle.close()
         return self
+
+    def _limit_open_files(self) -> None:
+        """In the child, before ``exec``: the limit a user's shell (``ulimit -n``) would set."""
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import time
@@ -26,6 +27,7 @@ from tests.daemon_fixtures import ORCHESTRA, DaemonProcess, daemon_factory, depl
 from tests.worker_fixtures import is_gone
 
 TOKEN = "remote-worker-token"
+LOW_FILES = 40  # descriptors for a whole worker: its own take about 15, each running job 3
 LISTENING = re.compile(r"API listening on (http://\S+)")
 TERMINAL = {"Completed", "Failed", "Crashed", "Cancelled"}
 Factory = Callable[..., DaemonProcess]
@@ -34,7 +36,8 @@ Factory = Callable[..., DaemonProcess]
 class WorkerProcess:
     """An ``orchestra worker`` subprocess; ended by its pid in the fixture's finalizer."""
 
-    def __init__(self, workdir: Path, name: str, url: str, token: str | None, extra: list[str]) -> None:
+    def __init__(self, workdir: Path, name: str, url: str, token: str | None, extra: list[str],
+                 open_files: tuple[int, int] | None = None) -> None:
         self.name = name
         self.log = workdir / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if k not in ("ORCHESTRA_API_TOKEN", "ORCHESTRA_DB")}
@@ -46,7 +49,8 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 [ORCHESTRA, "worker", "--pool", "local", "--api-url", url, "--name", name, "--poll", "0.2s",
                  "--base-dir", str(workdir), *extra],
-                cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files)) if open_files else None)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -77,8 +81,9 @@ def daemon(workdir: Path, daemon_factory: Factory) -> DaemonProcess:  # noqa: F8
 def workers(workdir: Path) -> Iterator[Callable[..., WorkerProcess]]:  # noqa: F811
     started: list[WorkerProcess] = []
 
-    def start(url: str, name: str = "w1", token: str | None = TOKEN, *extra: str) -> WorkerProcess:
-        started.append(WorkerProcess(workdir, name, url, token, list(extra)))
+    def start(url: str, name: str = "w1", token: str | None = TOKEN, *extra: str,
+              open_files: tuple[int, int] | None = None) -> WorkerProcess:
+        started.append(WorkerProcess(workdir, name, url, token, list(extra), open_files))
         return started[-1]
 
     yield start
@@ -254,3 +259,24 @@ def test_a_run_cancelled_through_the_daemon_is_stopped_by_its_remote_worker(
         final = run_where(api, run_id, lambda r: r["state"] in TERMINAL, "the cancel to land")
         assert final["state"] == "Cancelled" and final["worker"] == "remote-f", final
         assert is_gone(job_pid)
+
+
+@pytest.mark.timeout(120)
+def test_a_remote_worker_short_of_open_files_leaves_the_runs_it_cannot_start_waiting(
+        workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess]) -> None:  # noqa: F811
+    (workdir / "specs" / "pool.yaml").write_text(
+        "apiVersion: orchestra/v1\nkind: WorkPool\nmetadata: {name: local}\nspec: {type: process, concurrencyLimit: 50}\n")
+    (workdir / "specs" / "short.yaml").write_text(deployment("short", 'command: ["sleep", "1"]'))
+    url = api_url(daemon)
+    with client(url) as api:
+        wait_for(lambda: api.get("/pools/local").json().get("spec", {}).get("concurrencyLimit") == 50,
+                 timeout=30, message="the wider pool applied")
+        run_ids = [trigger(api, "short") for _ in range(30)]
+        worker = workers(url, "remote-s", TOKEN, open_files=(LOW_FILES, LOW_FILES))
+        finals = [run_where(api, run_id, lambda r: r["state"] in TERMINAL, "every run to end", timeout=90)
+                  for run_id in run_ids]
+        assert {r["state"] for r in finals} == {"Completed"}, worker.output()
+        assert {r["attempt"] for r in finals} == {1}
+        put_back = [e for r in finals for e in r["events"] if (e["from"], e["to"]) == ("Pending", "Scheduled")]
+        assert put_back, "the limit was never reached: the test proves nothing"
+        assert "cannot start more jobs: Too many open files" in worker.output()

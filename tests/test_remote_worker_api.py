@@ -267,6 +267,42 @@ def test_attempts_alternating_between_workers_all_reach_the_log(
         client.close()
 
 
+def test_an_attempt_put_back_and_claimed_again_here_goes_on_in_the_log_where_it_stopped(
+        api: LiveApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start put back for want of resources (Pending -> Scheduled, the same attempt) and
+    claimed by this worker again once its stream was forgotten: the server counts the
+    attempt's bytes from its first try, so the second try's lines must follow them, not be
+    taken for bytes it already holds."""
+    seed(api, 1)
+    client = ApiClient(api.url, TOKEN, timeout=5)
+    shipper = LogShipper(client, "w", tmp_path)
+    monkeypatch.setattr("orchestra.remote.shipper.LINGER", 0.0)
+
+    def try_once(output: bytes, end: str) -> str:
+        run = claim(api.client, "w", count=1).json()["runs"][0]
+        assert run["attempt"] == 1
+        shipper.watch(run["id"], run["attempt"])
+        with (tmp_path / f"{run['id']}.log").open("ab") as out:
+            out.write(output)
+        shipper.flush([run["id"]])
+        reports = [report(run, "Scheduled")] if end == "put back" else [
+            report(run, "Running"), report(run, "Completed", exitCode=0)]
+        for one in reports:
+            assert api.client.post("/api/v1/workers/w/transitions", json={"reports": [one]}).status_code == 200
+        shipper.release([run["id"]])
+        shipper._forget_finished()  # what its thread does once the last lines are sent
+        return str(run["id"])
+
+    try:
+        first = try_once(b"[orchestra] not started: short of resources\n", "put back")
+        second = try_once(b"[orchestra] started\nthe whole output\n", "completed")
+        assert first == second
+        assert api.log_path(first).read_bytes() == (b"[orchestra] not started: short of resources\n"
+                                                    b"[orchestra] started\nthe whole output\n")
+    finally:
+        client.close()
+
+
 def test_keep_logs_deletes_the_old_copies_no_stream_watches_and_nothing_else(
         api: LiveApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker's copy goes once it was last written longer ago than ``keep`` and is not being

@@ -11,7 +11,10 @@ again with a growing delay; nothing is lost, since the bytes stay in the
 files. Each attempt is a stream of its own: its offsets count from where the
 file stood when the attempt was claimed (earlier bytes are earlier attempts',
 sent as theirs), so an attempt that comes back to this worker after another
-worker's is sent whole, after that one's.
+worker's is sent whole, after that one's. An attempt that comes back to this
+worker unchanged (a start put back for want of resources, see
+``workers.launching``) resumes its stream where it stopped: the server
+counts its bytes per attempt.
 
 ``flush(run_ids)`` ships those runs' logs at once, from the worker's thread,
 before it reports an attempt's end: the output is on the server before the
@@ -50,6 +53,7 @@ MAX_BACKOFF = 10.0
 FLUSH_BUDGET = 2.0  # seconds a flush may take before the report goes anyway
 SWEEP_INTERVAL = 600.0  # seconds between looks for copies older than ``keep``
 SWEEP_LIMIT = 1000  # copies deleted per look at most, so the lock is never held long
+RESUME_LIMIT = 4096  # ended streams whose place is kept, should their attempt come back
 
 
 @dataclass
@@ -73,6 +77,7 @@ class LogShipper:
         self.keep = keep
         self._next_sweep = 0.0  # monotonic time of the next look for old copies: the first tick
         self._streams: dict[tuple[str, int], _Stream] = {}  # (run id, attempt) -> its stream
+        self._ended: dict[tuple[str, int], tuple[int, int]] = {}  # (run id, attempt) -> (start, sent), oldest first
         self._lock = threading.Lock()  # one sender at a time (the thread or a flush); guards ``_streams``
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,7 +92,10 @@ class LogShipper:
                 size = _size(path)
                 for earlier in self._of([run_id]):  # what follows is this attempt's, not theirs
                     earlier.end = size if earlier.end is None else earlier.end
-                self._streams[(run_id, attempt)] = _Stream(run_id, attempt, path, size)
+                start, sent = self._ended.pop((run_id, attempt), (size, 0))
+                if start + sent > size:  # the file is not the one it was: a new stream
+                    start, sent = size, 0
+                self._streams[(run_id, attempt)] = _Stream(run_id, attempt, path, start, sent=sent)
             else:
                 stream.held, stream.refused = True, False
 
@@ -165,6 +173,14 @@ class LogShipper:
                 continue
             if stream.refused or _length(stream) <= stream.sent:
                 del self._streams[key]
+                if not stream.refused:
+                    self._remember_end(key, stream)
+
+    def _remember_end(self, key: tuple[str, int], stream: _Stream) -> None:
+        """Keep where an ended stream stopped, for its attempt's return (see the module doc)."""
+        self._ended[key] = (stream.start, stream.sent)
+        while len(self._ended) > RESUME_LIMIT:
+            del self._ended[next(iter(self._ended))]
 
 
     def _maybe_delete_old_copies(self) -> None:
@@ -194,6 +210,9 @@ class LogShipper:
                     continue
                 path.unlink(missing_ok=True)
                 deleted += 1
+            gone = {key for key in self._ended if not (self.log_dir / f"{key[0]}.log").exists()}
+            for key in gone:
+                del self._ended[key]
         return deleted
 
 
@@ -237,9 +256,14 @@ def _modified(path: Path) -> float:
 
 
 def _read(path: Path, offset: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes at ``offset``; none if the file cannot be read now (gone, or
+    no descriptor left): what is unsent is tried again at the next tick."""
     try:
         with path.open("rb") as handle:
             handle.seek(offset)
             return handle.read(limit)
     except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        log.debug("cannot read %s now: %s", path, exc)
         return b""

@@ -14,7 +14,11 @@ def available_runners(base_dir: Path) -> dict[str, Runner]:
     """A runner per pool type: process always; docker only with the Docker SDK installed
     (``orchestra[docker]``), so a machine without it still serves process pools."""
     from orchestra.runners.process import ProcessRunner
+    from orchestra.runners.spawn import raise_open_file_limit
 
+    soft, hard = raise_open_file_limit()  # jobs hold the daemon's descriptors; they get this limit back
+    if soft != hard:
+        log.debug("open files: limit raised from %d to %d (jobs keep %d)", soft, hard, soft)
     runners: dict[str, Runner] = {"process": ProcessRunner(base_dir)}
     try:
         from orchestra.runners.docker import DockerRunner

@@ -18,9 +18,10 @@ thread-safe says how many may run at once (``concurrent_starts``, see
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from orchestra.durations import parse_duration
 from orchestra.errors import OrchestraError
@@ -33,6 +34,19 @@ class LaunchError(OrchestraError):
     machine fails the same way, so the worker records the message as the
     run's state reason instead of retrying blindly.
     """
+
+
+# Errors of a start that say the daemon or its machine is out of something (descriptors,
+# processes, memory), not that anything is wrong with the job.
+SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
+def is_shortage(err: BaseException) -> TypeGuard[OSError]:
+    """Did a start fail for want of resources (too many open files or processes, no
+    memory)? Such a failure is the worker's, not the job's: the run waits for room
+    instead of failing, and runners raise it as the ``OSError`` it is, not as a
+    ``LaunchError``."""
+    return isinstance(err, OSError) and err.errno in SHORTAGE_ERRNOS
 
 
 class RunHandle(Protocol):
@@ -84,7 +98,8 @@ class Runner(Protocol):
     """Launches rendered jobs of one pool type."""
 
     def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> RunHandle:
-        """Start ``job``; its output goes to ``log_path``. Raises ``LaunchError``."""
+        """Start ``job``; its output goes to ``log_path``. Raises ``LaunchError`` for what is
+        wrong with the job, ``OSError`` for what is wrong here (see ``is_shortage``)."""
         ...
 
     def reap_orphan(self, ident: str) -> bool:

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.durations import parse_duration
-from orchestra.runners.base import LaunchError, check_env, check_grace, check_log_max, check_string, json_type
+from orchestra.runners.base import (
+    LaunchError,
+    check_env,
+    check_grace,
+    check_log_max,
+    check_string,
+    is_shortage,
+    json_type,
+)
 from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES, BoundedLogWriter
 from orchestra.runners.spawn import Child, HeldChild, hold, prepare, spawn
 
@@ -71,8 +79,9 @@ class _Tracked:
         self._start_time: int | None = None
         self._callbacks: list[Callable[[], None]] | None = []  # None once done
 
-    def start_time(self) -> int:
-        """The leader's start time (clock ticks after boot), read on first use.
+    def start_time(self) -> int | None:
+        """The leader's start time (clock ticks after boot), read on first use; None
+        while ``/proc`` cannot be read (the daemon is out of descriptors), asked again next time.
 
         Not read at launch: right after ``exec`` the kernel makes the read
         wait for the new program to be set up, which in a burst of short jobs
@@ -84,7 +93,7 @@ class _Tracked:
         with self.lock:
             return self._read_start_time()
 
-    def _read_start_time(self) -> int:
+    def _read_start_time(self) -> int | None:
         if self._start_time is None:
             self._start_time = _start_time(self.pid)
         return self._start_time
@@ -383,7 +392,11 @@ class ProcessHandle:
 
     @property
     def ident(self) -> str:
-        return _Ident(self._t.pid, self._t.start_time(), _boot_id()).format()
+        """``pid:<pid>:<start time>:<boot id>``; empty if the start time cannot be read
+        (no descriptor left): a daemon recovering the run then finds the job by its
+        run id instead (``reap_unrecorded``), as one whose start was never recorded."""
+        start_time = self._t.start_time()
+        return "" if start_time is None else _Ident(self._t.pid, start_time, _boot_id()).format()
 
     @property
     def pid(self) -> int:
@@ -636,6 +649,8 @@ def _spawn(launch: _Launch) -> Child:
             _executables.forget(name)
             return spawn(launch.argv, executable=None, env=launch.env, cwd=str(launch.cwd))
     except OSError as err:
+        if is_shortage(err):  # the daemon's or the machine's want, not the job's: the run waits
+            raise
         raise LaunchError(_launch_failure(err, launch)) from None
 
 
@@ -806,11 +821,12 @@ def _read_stat(pid: int) -> _Stat | None:
     return _Stat(fields[0].decode(), int(fields[2]), int(fields[19]))
 
 
-def _start_time(pid: int) -> int:
-    """A fresh child's start time; it is at worst a zombie, since only the pump reaps."""
+def _start_time(pid: int) -> int | None:
+    """A fresh child's start time (it is at worst a zombie, since only the pump reaps);
+    None if ``/proc`` cannot be read, which for a child not yet reaped means no
+    descriptor, memory or the like is left."""
     stat = _read_stat(pid)
-    assert stat is not None, f"process {pid} vanished before it was reaped"
-    return stat.start_time
+    return None if stat is None else stat.start_time
 
 
 @functools.cache

@@ -24,6 +24,10 @@ claimed run is left Pending:
 * the runner cannot launch it (``LaunchError``, a log file that cannot be
   created): Failed, retried per the deployment's ``retries`` like any failure
   (a missing mount or executable may be back by the next attempt);
+* the worker or its machine is out of open files, processes or memory
+  (``runners.base.is_shortage``): back to Scheduled, the same attempt in the
+  same place in the queue, since nothing was wrong with the job; the worker
+  then takes no more runs than it runs (``LocalWorker``);
 * the run changed while we launched (a cancel arrived): the job is kept and
   stopped by the next cancel pass, or killed if the run is no longer ours
   (``settle_lost``);
@@ -48,8 +52,8 @@ from typing import Any
 
 from orchestra.errors import InvalidInput, NotFound, StoreError
 from orchestra.jobs.template import RenderedJob
-from orchestra.runners.base import LaunchError, Runner, RunHandle, start_concurrency
-from orchestra.store import CANCELLING, FAILED, PENDING, RUNNING, Run, Store, StoredResource
+from orchestra.runners.base import LaunchError, Runner, RunHandle, is_shortage, start_concurrency
+from orchestra.store import CANCELLING, FAILED, PENDING, RUNNING, SCHEDULED, Run, Store, StoredResource
 from orchestra.workers.holding import HeldJobs
 from orchestra.workers.outcomes import grace_seconds, label
 from orchestra.workers.rendering import render_run
@@ -74,9 +78,11 @@ class Started:
 
 @dataclass(frozen=True)
 class NotStarted:
-    """A run whose job could not start: the move that ends its attempt."""
+    """A run whose job could not start: the move that ends its attempt, or that puts
+    it back in the queue when the worker ran short (``shortage``: what it ran short of)."""
 
     move: Move
+    shortage: OSError | None = None
 
     @property
     def run(self) -> Run:
@@ -285,6 +291,8 @@ class Launcher:
         try:
             handle = self._start_held(run, rendered, runner, path) or runner.start(run.id, rendered.runnable(), path)
         except (LaunchError, OSError) as err:
+            if is_shortage(err):
+                return self._put_back(run, path, err)
             reason = f"cannot start the job: {err}"
         except Exception as err:  # a runner bug: fail the attempt rather than leave it Pending
             log.exception("%s: starting the job failed", label(run))
@@ -293,6 +301,14 @@ class Launcher:
             return Started(Supervised(run, handle, now, grace_seconds(rendered.job), path), rendered)
         note(path, reason)
         return NotStarted(finish_request(run, FAILED, reason, now))
+
+    @staticmethod
+    def _put_back(run: Run, path: Path, err: OSError) -> NotStarted:
+        """The run back in the queue, its attempt unspent: the job never ran, and nothing
+        in it is to blame."""
+        reason = f"not started: this worker is short of resources ({err.strerror or err}); the run waits"
+        note(path, reason)
+        return NotStarted(move_request(run, SCHEDULED, reason), shortage=err)
 
     def _start_held(self, run: Run, rendered: RenderedJob, runner: Runner, path: Path) -> RunHandle | None:
         """The run's job released from the process held for this very render, if there is one."""

@@ -37,8 +37,9 @@ from pathlib import Path
 from orchestra.errors import NotFound
 from orchestra.runners.base import Runner
 from orchestra.store import ACTIVE, CANCELLED, CANCELLING, RUNNING, FinishedAndClaimed, Run, Store
+from orchestra.workers.capacity import Capacity
 from orchestra.workers.identity import worker_identity
-from orchestra.workers.launching import Launcher, Outcome, Started, StartError
+from orchestra.workers.launching import Launcher, NotStarted, Outcome, Started, StartError
 from orchestra.workers.outcomes import (
     CANCEL,
     CANCELLED_BY_REQUEST,
@@ -107,6 +108,7 @@ class LocalWorker:
         self._backlog: set[str] = set()  # pools that had due runs left after their last claim
         self._adopted = False  # the last pass's claim read the resource marker: no refresh needed
         self._rehearsed: dict[str, datetime] = {}  # pool -> the due time its claim was rehearsed for
+        self._capacity = Capacity()  # bounded for a while after a start ran short of resources
         self.preparing: threading.Thread | None = None  # the last rehearsal's ``Launcher.prepare`` (tests join it)
 
     def log_path(self, run_id: str) -> Path:
@@ -260,9 +262,15 @@ class LocalWorker:
     def _pass_record(self, now: datetime, *, poll_ends: bool = True) -> PassRecord:
         """What this pass records: the start outcomes handed over and the jobs that ended."""
         outcomes = self._take_outcomes()
-        return PassRecord.build(outcomes, self._poll_ended() if poll_ends else [],
-                                running_move=self._launcher.running_move,
-                                end_move=lambda entry, code: self._end_move(entry, code, now))
+        try:
+            return PassRecord.build(outcomes, self._poll_ended() if poll_ends else [],
+                                    running_move=self._launcher.running_move,
+                                    end_move=lambda entry, code: self._end_move(entry, code, now))
+        except BaseException:  # the started jobs would run on unsupervised: as ``PassRecord.abandon``
+            for outcome in outcomes:
+                if isinstance(outcome, Started):
+                    outcome.entry.handle.kill()
+            raise
 
     def _gather_starts(self) -> None:
         """Wait, at most ``GATHER_STARTS``, until every start in flight has handed its
@@ -298,6 +306,10 @@ class LocalWorker:
             taken, self._outcomes = self._outcomes, []
         for outcome in taken:
             self._launching.pop(outcome.run.id, None)
+        shortages = [o.shortage for o in taken if isinstance(o, NotStarted) and o.shortage is not None]
+        if shortages:
+            started = sum(isinstance(o, Started) for o in taken)
+            self._capacity.ran_short(len(self._jobs) + len(self._launching) + started, shortages[0])
         errors = [outcome for outcome in taken if isinstance(outcome, StartError)]
         if errors:
             for outcome in taken:
@@ -512,8 +524,9 @@ class LocalWorker:
         pool = wanting[0]
         self._backlog.discard(pool)  # until the store says otherwise (``_claim_and_start``)
         self._rehearsed.pop(pool, None)
+        running = len(record.started) - len(record.chained) - len(record.ended)  # not in ``_jobs`` yet, or still
         result: FinishedAndClaimed = self._recorded(record, lambda: fused(
-            record.moves, pool, now=now, worker=self.worker_id, max_count=CLAIM_BATCH,
+            record.moves, pool, now=now, worker=self.worker_id, max_count=self._claim_limit(running),
             lease_seconds=self.lease_seconds))
         if result.resource_revision is not None:
             self._resources.adopt(result.resource_revision, result.deployments)
@@ -540,10 +553,21 @@ class LocalWorker:
                     self._rehearse(pool, runner, due, now)
                 return [due] if due else []
         self._rehearsed.pop(pool, None)
+        limit = self._claim_limit()
+        if limit == 0:  # short of resources, and as many jobs running as it had then
+            self._backlog.add(pool)
+            return [now + timedelta(seconds=BLOCKED_POLL)]
         self._backlog.discard(pool)  # until the store says otherwise below
-        claimed = self.store.claim_runs(pool, now=now, worker=self.worker_id, max_count=CLAIM_BATCH,
+        claimed = self.store.claim_runs(pool, now=now, worker=self.worker_id, max_count=limit,
                                         lease_seconds=self.lease_seconds)
         return self._start_claimed(pool, runner, now, claimed, lambda: self.store.next_due_time(pool))
+
+    def _claim_limit(self, unsettled: int = 0) -> int:
+        """How many runs a claim may take: ``CLAIM_BATCH``, fewer while this worker keeps to
+        what it could run when a start ran short of resources (``workers.capacity``).
+        ``unsettled``: jobs started minus jobs ended that this pass has not settled yet."""
+        running = len(self._jobs) + len(self._launching) + unsettled
+        return self._capacity.room(running, CLAIM_BATCH)
 
     def _rehearse(self, pool: str, runner: Runner, due: datetime, now: datetime) -> None:
         """Get ready, before ``due``, for the claim and the starts that come then.

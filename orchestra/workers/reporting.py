@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from orchestra.runners.base import is_shortage
 from orchestra.store import SCHEDULED, Run, Store, TransitionRequest
 from orchestra.workers.outcomes import label, retries_left, retry_reason
 
@@ -98,8 +99,8 @@ def note(path: Path, text: str) -> None:
     """
     try:
         fd = _open_log(path)
-    except OSError as err:
-        log.warning("cannot write to log %s: %s", path, err)
+    except OSError as err:  # out of descriptors: the worker says so once (``workers.capacity``), not per note
+        log.log(logging.DEBUG if is_shortage(err) else logging.WARNING, "cannot write to log %s: %s", path, err)
         return
     try:
         # start on a line of our own even if the job's last line had no newline

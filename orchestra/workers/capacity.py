@@ -1,0 +1,64 @@
+"""How many more runs a worker may take after it ran short of resources.
+
+A start that fails for want of open files, processes or memory
+(``runners.base.is_shortage``) puts its run back in the queue (``launching``).
+Left at that, the next pass would claim it again at once, fail again, and
+spin; and every further run the pool's limit lets it claim would go the same
+way. So the worker learns what it can run from what it ran when it fell
+short, and claims no more than that for ``SHORTAGE_HOLD`` seconds; then it
+tries its pools' full limits again. Its jobs that end meanwhile make room as
+they go, so the runs wait in the queue in their order and start as soon as
+there is room, as they would behind a pool's concurrency limit.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import resource
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("orchestra.worker")
+
+SHORTAGE_HOLD = 10.0  # seconds a worker that ran short keeps to what it ran then
+
+
+class Capacity:
+    """The most jobs a worker may run at once: no bound until it runs short."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._limit: int | None = None
+        self._until = 0.0
+
+    def ran_short(self, running: int, err: OSError) -> None:
+        """A start failed for want of ``err``'s resource while ``running`` jobs ran."""
+        first = self._limit is None
+        self._limit = running
+        self._until = self._clock() + SHORTAGE_HOLD
+        if first:
+            log.warning("cannot start more jobs: %s%s; this worker runs at most %d at once for the next %.0fs, "
+                        "and the runs it could not start wait in the queue", err.strerror or err, _hint(err),
+                        running, SHORTAGE_HOLD)
+
+    def room(self, running: int, wanted: int) -> int:
+        """How many of ``wanted`` runs a claim may take while ``running`` jobs run."""
+        if self._limit is None:
+            return wanted
+        if self._clock() >= self._until:
+            log.info("trying again to start jobs beyond %d at once", self._limit)
+            self._limit = None
+            return wanted
+        return max(0, min(wanted, self._limit - running))
+
+
+def _hint(err: OSError) -> str:
+    """What to change, for the shortage an operator can lift."""
+    if err.errno == errno.EMFILE:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return (f" (this process may have {soft} files open: raise its limit, e.g. LimitNOFILE= "
+                "in its systemd unit, or ulimit -n before it starts)")
+    if err.errno == errno.EAGAIN:
+        return " (a limit on processes: ulimit -u, or the container's pids limit)"
+    return ""
