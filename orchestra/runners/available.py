@@ -16,9 +16,9 @@ def available_runners(base_dir: Path) -> dict[str, Runner]:
     from orchestra.runners.process import ProcessRunner
     from orchestra.runners.spawn import raise_open_file_limit
 
-    soft, hard = raise_open_file_limit()  # jobs hold the daemon's descriptors; they get this limit back
+    soft, hard = raise_open_file_limit()  # running jobs hold the daemon's descriptors
     if soft != hard:
-        log.debug("open files: limit raised from %d to %d (jobs keep %d)", soft, hard, soft)
+        log.debug("open files: soft limit raised from %d to the hard limit, %d", soft, hard)
     runners: dict[str, Runner] = {"process": ProcessRunner(base_dir)}
     try:
         from orchestra.runners.docker import DockerRunner

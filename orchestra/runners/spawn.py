@@ -76,51 +76,32 @@ def spawn(argv: Sequence[str], *, executable: str | None, env: Mapping[str, str]
     as ``Popen`` does. ``executable``: the file ``argv[0]`` resolved to (None: let
     ``Popen`` search the PATH as the child would)."""
     libc = _libc()
-    child = _posix_spawn(libc, argv, executable, env, cwd) if libc is not None and executable is not None else None
-    if child is None:
-        child = _popen(argv, executable, env, cwd)
-    _give_job_limit(child.pid)
-    return child
-
-
-# The limit on open files jobs get (soft, hard): this process's own before
-# ``raise_open_file_limit`` raised it; None while it has not.
-_job_file_limit: tuple[int, int] | None = None
+    if libc is not None and executable is not None:
+        child = _posix_spawn(libc, argv, executable, env, cwd)
+        if child is not None:
+            return child
+    return _popen(argv, executable, env, cwd)
 
 
 def raise_open_file_limit() -> tuple[int, int]:
-    """Raise this process's soft limit on open files to its hard limit, once; the
-    limit before. Jobs started from now on get the limit as it was.
+    """Raise this process's soft limit on open files to its hard limit; the limit before.
 
     A running process job holds three of the daemon's descriptors (its output,
     its pidfd, its log) and a held job two: at the usual soft limit of 1,024
     a pool of a few hundred jobs ran out, and starts failed with "Too many
     open files". The hard limit is the administrator's word (systemd gives
-    services and sessions 524,288); the soft one is there for programs that
-    cannot handle many, so a daemon raises its own and gives its children the
-    old one back, as Go's runtime does: a job sees what it would if started
-    by hand. A held job gets it before it is released; a job started at once
-    gets it right after its ``exec``, a few microseconds into its life.
+    services and sessions 524,288). Jobs inherit the raised limit, as jobs in
+    Docker's and Kubernetes' containers get the engine's: giving them the old
+    one back (as Go's runtime does) cannot be done before ``exec`` with
+    ``posix_spawn``, and done after it, a loaded machine let short jobs finish
+    before it landed.
     """
-    global _job_file_limit
     before = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if _job_file_limit is not None:
-        return _job_file_limit
     soft, hard = before
     if soft != hard:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a hard limit the kernel caps lower (RLIM_INFINITY)
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (OSError, ValueError):  # a hard limit the kernel caps lower (RLIM_INFINITY): keep ours
-            return before
-        _job_file_limit = before
     return before
-
-
-def _give_job_limit(pid: int) -> None:
-    """Give a job the open-file limit this process was started with (see ``raise_open_file_limit``)."""
-    if _job_file_limit is not None:
-        with contextlib.suppress(OSError):  # ended already, or set-uid: it keeps the raised limit
-            resource.prlimit(pid, resource.RLIMIT_NOFILE, _job_file_limit)
 
 
 # Holding a job: its process is made ahead, and waits before ``exec`` in a fixed
@@ -193,7 +174,6 @@ def _hold(libc: Any, argv: Sequence[str], env: Mapping[str, str], cwd: str) -> H
     if child is None:
         os.close(release_w)
         return None
-    _give_job_limit(child.pid)  # before the job's exec: it never sees the raised limit
     return HeldChild(child.pid, child.stdout, release_w)
 
 

@@ -308,7 +308,8 @@ class Launcher:
         in it is to blame."""
         reason = f"not started: this worker is short of resources ({err.strerror or err}); the run waits"
         note(path, reason)
-        return NotStarted(move_request(run, SCHEDULED, reason), shortage=err)
+        match = {"worker": run.worker, "attempt": run.attempt}  # still this worker's claim of this attempt
+        return NotStarted(move_request(run, SCHEDULED, reason, match=match), shortage=err)
 
     def _start_held(self, run: Run, rendered: RenderedJob, runner: Runner, path: Path) -> RunHandle | None:
         """The run's job released from the process held for this very render, if there is one."""

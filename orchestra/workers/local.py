@@ -524,7 +524,7 @@ class LocalWorker:
         pool = wanting[0]
         self._backlog.discard(pool)  # until the store says otherwise (``_claim_and_start``)
         self._rehearsed.pop(pool, None)
-        running = len(record.started) - len(record.chained) - len(record.ended)  # not in ``_jobs`` yet, or still
+        running = len(record.started) - len(record.chained) - len(record.ended)  # what settling will change in ``_jobs``
         result: FinishedAndClaimed = self._recorded(record, lambda: fused(
             record.moves, pool, now=now, worker=self.worker_id, max_count=self._claim_limit(running),
             lease_seconds=self.lease_seconds))
