@@ -76,6 +76,9 @@ class _SpecState:
     last_errors: list[str] = field(default_factory=list)
 
 
+UNWATCHED_RESYNC = 1.0  # seconds between looks for spec changes where the tree cannot be watched
+
+
 class Wakeup:
     """What the loop sleeps on between passes; ``set`` wakes it, from any thread
     or from a signal handler.
@@ -134,6 +137,7 @@ class Daemon:
         self.clock = clock
         self.scheduler = Scheduler(store)
         self.specs = _SpecState()
+        self._resync_interval = settings.resync_interval  # shorter when the tree cannot be watched
         self._wake = Wakeup()
         self._stopping = False
         self._marker: Any = None
@@ -179,12 +183,26 @@ class Daemon:
         is not lost until the next resync.
         """
         if self.watcher:
-            self.watcher.start()
+            self._start_watching()
         self.reload_specs()
         if self.worker:
             recovered = self.worker.recover(self.clock())
             if recovered:
                 log.info("recovered %d run(s) left by a previous daemon", len(recovered))
+
+    def _start_watching(self) -> None:
+        """Watch the spec tree; where the system refuses (inotify's limits on watches or
+        instances, a file system without events), look for changes every
+        ``UNWATCHED_RESYNC`` seconds instead: an edit still lands within about a second."""
+        assert self.watcher is not None
+        try:
+            self.watcher.start()
+        except OSError as err:
+            self.watcher = None
+            self._resync_interval = min(self._resync_interval, UNWATCHED_RESYNC)
+            log.warning("cannot watch %s for changes (%s); looking for changes every %.0fs instead "
+                        "(on Linux, raise fs.inotify.max_user_watches or max_user_instances)",
+                        ", ".join(map(str, self.settings.paths)), err, self._resync_interval)
 
     def serve(self) -> None:
         """Run until ``stop()``; then stop claiming and let running jobs finish or cancel them."""
@@ -314,7 +332,7 @@ class Daemon:
             state.dirty_since = None
             self.reload_specs()
             return True
-        if now - state.last_resync >= self.settings.resync_interval:
+        if now - state.last_resync >= self._resync_interval:
             state.last_resync = now
             if fingerprint(self.settings.paths) != state.applied:
                 log.info("spec change found by periodic resync")

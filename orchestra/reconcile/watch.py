@@ -65,11 +65,18 @@ class SpecWatcher:
         self.handler = _Handler(on_change)
 
     def start(self) -> None:
+        """Start watching; ``OSError`` where the system refuses (inotify's limits), with nothing left running."""
         for path in self.paths:
             target = path if path.is_dir() else path.parent
             self.observer.schedule(self.handler, str(target), recursive=path.is_dir())
         self.observer.daemon = True
-        self.observer.start()
+        try:
+            self.observer.start()
+        except OSError:
+            self.observer.stop()  # the watches of the paths that did start
+            if self.observer.is_alive():
+                self.observer.join(timeout=5)
+            raise
 
     def stop(self) -> None:
         self.observer.stop()
