@@ -14,7 +14,7 @@ import pytest
 from worker_fixtures import T0, Gate, World, at, group_is_gone, pool, wait_for, world_fixture  # noqa: F401
 
 from orchestra.errors import StoreError
-from orchestra.store import CANCELLED, CANCELLING, COMPLETED, PENDING, RUNNING, SCHEDULED, Store
+from orchestra.store import CANCELLED, CANCELLING, COMPLETED, PENDING, RUNNING, SCHEDULED, Run, Store
 from orchestra.workers import LocalWorker
 
 
@@ -108,11 +108,13 @@ def test_a_store_without_finish_and_claim_drains_the_same_way(world: World, tmp_
 
 class FlakyStore:
     """A real store whose writes fail while ``down`` (the database unreachable): the
-    failure is the store's own error type, raised where the real one raises it."""
+    failure is the store's own error type, raised where the real one raises it; or,
+    while ``broken``, an error of no known kind (a bug)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self.down = False
+        self.broken = False
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._store, name)
@@ -122,12 +124,14 @@ class FlakyStore:
         def write(*args: Any, **kwargs: Any) -> Any:
             if self.down:
                 raise StoreError("store unavailable: the database is not reachable (test)")
+            if self.broken:
+                raise RuntimeError("a bug in the write (test)")
             return method(*args, **kwargs)
         return write
 
 
-def test_jobs_whose_start_cannot_be_recorded_are_killed_and_their_runs_left_to_their_lease(
-        world: World, tmp_path: Path) -> None:
+def _flaky_world(world: World, tmp_path: Path) -> tuple[FlakyStore, list[Run]]:
+    """Two long jobs claimed and started through a store that can be made to fail."""
     flaky = FlakyStore(world.store)
     world.worker = LocalWorker(flaky, runners={"process": world.runner},  # type: ignore[arg-type]
                                log_dir=tmp_path / "logs", worker_id=world.worker.worker_id, on_change=world.woke.set)
@@ -136,13 +140,33 @@ def test_jobs_whose_start_cannot_be_recorded_are_killed_and_their_runs_left_to_t
     runs = [world.run("long") for _ in range(2)]
     world.worker.step(T0)  # claimed, and their jobs started: the next pass records them
     assert world.worker.starting == 2 and all(run.id in world.runner.handles for run in runs)
+    return flaky, runs
+
+
+def test_jobs_whose_start_the_store_cannot_record_for_a_moment_run_on_and_are_recorded_later(
+        world: World, tmp_path: Path) -> None:
+    flaky, runs = _flaky_world(world, tmp_path)
     flaky.down = True
     with pytest.raises(StoreError):
         world.worker.step(at(1))
-    for run in runs:  # no job runs on that nobody supervises
+    assert world.worker.starting == 2  # handed back to the next pass
+    assert {world.state(run) for run in runs} == {PENDING}
+    flaky.down = False
+    world.worker.step(at(2))
+    assert {world.state(run) for run in runs} == {RUNNING}
+    assert all(world.runner.handles[run.id].poll() is None for run in runs)  # the same jobs, never stopped
+
+
+def test_jobs_whose_start_a_bug_keeps_from_being_recorded_are_killed_and_their_runs_left_to_their_lease(
+        world: World, tmp_path: Path) -> None:
+    flaky, runs = _flaky_world(world, tmp_path)
+    flaky.broken = True
+    with pytest.raises(RuntimeError):
+        world.worker.step(at(1))
+    for run in runs:  # no job runs on that no pass may ever supervise
         wait_for(lambda run=run: group_is_gone(world.pid(run)), what="the unrecorded job killed")
         assert world.state(run) == PENDING  # the lease runs out, and recovery moves it on
-    flaky.down = False
+    flaky.broken = False
     assert world.worker.starting == 0
     world.worker.step(at(2))  # the worker goes on; nothing of those runs is left in it
     assert {world.state(run) for run in runs} == {PENDING}

@@ -586,3 +586,40 @@ def test_an_unreachable_docker_engine_is_news_only_when_a_pool_needs_it(
                              log_dir=world.tmp / "logs", worker_id=worker_identity())
         worker.recover(T0)
     assert [m.split(":")[0] for m in warnings()] == ["cannot clean up the jobs of finished docker runs"]
+
+
+# -- a store that cannot be written for a moment ------------------------------------------------
+
+
+def test_a_store_locked_past_its_busy_timeout_costs_the_started_job_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holds the write lock longer than the busy timeout just as a pass would
+    record a start: the pass fails, the job runs on, and the next pass records it."""
+    import sqlite3
+
+    from orchestra.errors import StoreError
+    from orchestra.store import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    world = World(tmp_path)
+    try:
+        world.job("slow", [PY, "-c", "import time; time.sleep(1)"])
+        run = world.run("slow")
+        world.woke.clear()
+        world.worker.step(T0)  # claims and starts; the next pass records the start
+        assert world.woke.wait(10), "the start was never handed over"
+        locker = sqlite3.connect(tmp_path / "orchestra.db", isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")  # as a long `orchestra apply` or a backup would
+            with pytest.raises(StoreError):
+                world.worker.step(T0)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert world.runner.handles[run.id].poll() is None, "the job was killed"
+        done = world.step_until(world.reached(run, COMPLETED, FAILED, CRASHED), T0, what="the run to end")
+        assert (done.state, done.attempt) == (COMPLETED, 1)
+        assert [(e[0], e[1]) for e in world.reasons(run)] == [
+            (None, SCHEDULED), (SCHEDULED, PENDING), (PENDING, RUNNING), (RUNNING, COMPLETED)]
+    finally:
+        world.close()

@@ -34,9 +34,9 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from orchestra.errors import NotFound
+from orchestra.errors import NotFound, StoreError
 from orchestra.runners.base import Runner
-from orchestra.store import ACTIVE, CANCELLED, CANCELLING, RUNNING, FinishedAndClaimed, Run, Store
+from orchestra.store import ACTIVE, CANCELLED, CANCELLING, PENDING, RUNNING, FinishedAndClaimed, Run, Store, evolve
 from orchestra.workers.capacity import Capacity
 from orchestra.workers.identity import worker_identity
 from orchestra.workers.launching import Launcher, NotStarted, Outcome, Started, StartError
@@ -182,8 +182,8 @@ class LocalWorker:
             if not fresh:
                 self._resources.refresh()
             served = [] if self._closing else self._served_pools()
-        except BaseException:
-            record.abandon()
+        except BaseException as error:
+            self._unrecorded(record, error)
             raise
         self._adopted = False
         waits: list[datetime] = []
@@ -335,16 +335,33 @@ class LocalWorker:
         if record.moves:
             self._settle(record, self._recorded(record, lambda: apply_moves(self.store, record.moves)), now)
 
-    @staticmethod
-    def _recorded(record: PassRecord, write: Callable[[], list[Run | None]]) -> list[Run | None]:
-        """``write()``'s answers; if it fails, the jobs it was to record as started are
-        killed (a job nobody supervises must not run on) and their runs left Pending
-        until their lease runs out; the ended jobs are polled again by the next pass."""
+    def _recorded(self, record: PassRecord, write: Callable[[], list[Run | None]]) -> list[Run | None]:
+        """``write()``'s answers; if it fails, see ``_unrecorded``."""
         try:
             return write()
-        except BaseException:
-            record.abandon()
+        except BaseException as error:
+            self._unrecorded(record, error)
             raise
+
+    def _unrecorded(self, record: PassRecord, error: BaseException) -> None:
+        """A pass could not record ``record``. The ended jobs are polled again by the next
+        pass either way. If the store could not be reached or written for the moment (locked
+        by another writer past the busy timeout, a daemon restarting under a remote worker),
+        the starts are handed back to the next pass, their jobs running on: a blip must not
+        cost runs their attempt. On anything else (a bug, an interrupt) the started jobs are
+        killed, as no pass may be able to supervise them, and their runs are left Pending
+        until their lease runs out."""
+        if not isinstance(error, StoreError):
+            record.abandon()
+            return
+        for job in record.started:
+            if job.entry.run.id in record.chained:  # as claimed: the next pass decides again
+                job.entry.run = evolve(job.entry.run, {"state": PENDING})
+        handed_back: list[Outcome] = [*record.started, *record.not_started]
+        with self._outcomes_lock:
+            self._outcomes[:0] = handed_back
+        for outcome in handed_back:
+            self._launching[outcome.run.id] = outcome.run
 
     def _settle(self, record: PassRecord, results: list[Run | None], now: datetime) -> None:
         settled = record.settle(results)
