@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestra.diagnostics import SpecError
+from orchestra.errors import StoreError
 from orchestra.reconcile.apply import apply_plan, plan_specs
 from orchestra.reconcile.retention import RunRetention
 from orchestra.reconcile.scheduler import PREPARE_AHEAD, Scheduler, seconds_until
@@ -230,11 +231,13 @@ class Daemon:
         """A failing pass (store unreachable, a bug) is logged and retried; it never ends the daemon."""
         try:
             return self.run_once()
+        except StoreError as exc:  # the store's own words say it all (disk full, locked, unreachable)
+            log.error("reconcile pass failed: %s; retrying in %.0fs", exc, ERROR_BACKOFF)
         except Exception:
             log.exception("reconcile pass failed; retrying in %.0fs", ERROR_BACKOFF)
-            self.scheduler.invalidate()
-            self._ticked = None
-            return ERROR_BACKOFF
+        self.scheduler.invalidate()
+        self._ticked = None
+        return ERROR_BACKOFF
 
     def run_once(self) -> float:
         """One level-based pass; returns how long the loop may sleep.
@@ -341,16 +344,26 @@ class Daemon:
         return False
 
     def reload_specs(self) -> bool:
-        """Apply the spec tree if it is valid; otherwise keep the last good state and say why."""
-        self.specs.applied = fingerprint(self.settings.paths)
+        """Apply the spec tree if it is valid; otherwise keep the last good state and say why.
+
+        A tree the store could not take (locked, full, unreachable) is still to be applied:
+        the next pass tries again, where the periodic resync would have taken it for applied.
+        """
+        seen = fingerprint(self.settings.paths)
         self.specs.last_resync = time.monotonic()
         try:
             result = plan_specs(self.store, self.settings.paths, prune=self.settings.prune, now=self.clock(),
                                 cache=self._parse_cache)
+            apply_plan(self.store, result)
         except SpecError as exc:
+            self.specs.applied = seen  # read again only once it changes
             self._record_errors([str(d) for d in exc.diagnostics], [d.to_json() for d in exc.diagnostics])
             return False
-        apply_plan(self.store, result)
+        except BaseException:
+            if self.specs.dirty_since is None:  # still to apply: the next pass tries again
+                self.specs.dirty_since = time.monotonic()
+            raise
+        self.specs.applied = seen
         if result.plan.has_changes:
             s = result.plan.summary
             log.info("applied specs: %d created, %d updated, %d deleted", s["create"], s["update"], s["delete"])
