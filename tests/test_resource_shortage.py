@@ -9,6 +9,7 @@ used to fail its runs with "Too many open files".
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import resource
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from orchestra.store import Store
-from orchestra.workers.capacity import RESERVE, SHORTAGE_HOLD, Capacity
+from orchestra.workers.capacity import RESERVE, SHORTAGE_HOLD, WARN_EVERY, Capacity
 from tests.daemon_fixtures import DaemonProcess, daemon_factory, deployment, runs_json, store, wait_for, workdir
 
 __all__ = ["daemon_factory", "store", "workdir"]  # fixtures used by name below
@@ -55,7 +56,7 @@ def test_runs_wait_for_room_when_the_daemon_runs_out_of_open_files(
     assert put_back, "the limit was never reached: the test proves nothing"
     assert all("short of resources (Too many open files)" in e.reason for e in put_back)
     output = daemon.output()
-    assert output.count("cannot start more jobs: Too many open files") == 1  # once per spell, with what to do
+    assert output.count("WARNING orchestra.worker: cannot start more jobs: Too many open files") == 1  # with what to do
     assert "LimitNOFILE=" in output
     assert "reconcile pass failed" not in output
     assert daemon.stop() == 0
@@ -94,6 +95,22 @@ class _Clock:
 
 def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_shortage_that_lasts_is_a_warning_every_ten_minutes_not_every_spell(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Clock()
+    capacity = Capacity(clock)
+    short = OSError(errno.EMFILE, "Too many open files")
+    with caplog.at_level(logging.INFO, logger="orchestra.worker"):
+        for _ in range(3):  # three spells in a row
+            capacity.ran_short(running=5, err=short)
+            clock.now += SHORTAGE_HOLD
+            capacity.room(running=0, wanted=1)  # the spell ends
+        clock.now += WARN_EVERY
+        capacity.ran_short(running=5, err=short)
+    levels = [r.levelname for r in caplog.records if "cannot start more jobs" in r.getMessage()]
+    assert levels == ["WARNING", "INFO", "INFO", "WARNING"]
 
 
 def test_capacity_keeps_to_what_ran_when_a_start_ran_short_then_tries_again() -> None:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 log = logging.getLogger("orchestra.worker")
 
 SHORTAGE_HOLD = 10.0  # seconds a worker that ran short keeps to what it ran then
+WARN_EVERY = 600.0  # seconds: a shortage that lasts is a warning this often, the spells between it INFO lines
 SPARE_MIN = 2  # jobs fewer than ran at the shortage, at least: room for the worker's own files and sockets
 RESERVE = 8  # descriptors kept for the moment a worker runs short (see the module doc)
 
@@ -63,6 +64,7 @@ class Capacity:
         self._clock = clock
         self._limit: int | None = None
         self._until = 0.0
+        self._warned: float | None = None  # when the last warning was logged
         keep_reserve()
 
     def ran_short(self, running: int, err: OSError) -> None:
@@ -72,9 +74,14 @@ class Capacity:
         self._limit = max(0, running - spare(running))
         self._until = self._clock() + SHORTAGE_HOLD
         if first:
-            log.warning("cannot start more jobs: %s%s; this worker runs at most %d at once for the next %.0fs, "
-                        "and the runs it could not start wait in the queue", err.strerror or err, _hint(err),
-                        self._limit, SHORTAGE_HOLD)
+            now = self._clock()
+            warn = self._warned is None or now - self._warned >= WARN_EVERY
+            if warn:
+                self._warned = now
+            log.log(logging.WARNING if warn else logging.INFO,
+                    "cannot start more jobs: %s%s; this worker runs at most %d at once for the next %.0fs, "
+                    "and the runs it could not start wait in the queue", err.strerror or err, _hint(err),
+                    self._limit, SHORTAGE_HOLD)
 
     def room(self, running: int, wanted: int) -> int:
         """How many of ``wanted`` runs a claim may take while ``running`` jobs run."""
