@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,27 @@ def test_sqlite_connection_settings(tmp_path: Path) -> None:
         assert pragma("busy_timeout") == 10_000
         assert pragma("foreign_keys") == 1
         assert pragma("synchronous") == 1  # NORMAL
+
+
+def test_first_open_waits_while_another_process_creates_the_schema(tmp_path: Path) -> None:
+    """A new file still in rollback mode, its write lock held by another opener:
+    SQLite refuses the switch to WAL at once, without the busy timeout, so
+    ``open_store`` must wait on its own (CI saw one of four processes fail)."""
+    path = tmp_path / "o.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE made_by_the_other (id INTEGER)")
+    # The commit comes later than the refusal (which takes microseconds), and
+    # much sooner than the 10 s busy timeout the opener waits at most.
+    committer = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    committer.start()
+    try:
+        with open_store(f"sqlite:///{path}") as opened, opened.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert opened.list_resources() == []
+    finally:
+        committer.join(timeout=10)
+        other.close()
 
 
 def test_unsupported_database_is_a_store_error() -> None:

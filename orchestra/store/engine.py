@@ -19,6 +19,8 @@ which in WAL mode never blocks and is never blocked.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +35,7 @@ from orchestra.errors import Conflict, StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _BEGIN_OPTION = "orchestra_begin"
+_WAL_RETRY_SECONDS = 0.01
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 
 
@@ -59,10 +62,31 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # busy_timeout first: switching to WAL itself needs the lock briefly.
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    _enter_wal(cursor)
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
+
+
+def _enter_wal(cursor: Any) -> None:
+    """Switch to WAL, waiting out other connections the way the busy timeout would.
+
+    The switch happens once per database file, on a database still in rollback
+    mode. There it needs the exclusive lock, and while another connection holds
+    the reserved lock (another process creating the schema of the same new
+    file) SQLite answers ``SQLITE_BUSY`` at once without calling the busy
+    handler, since waiting while holding the shared lock could deadlock. So
+    the retries are ours, for as long as the busy timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(_WAL_RETRY_SECONDS)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
