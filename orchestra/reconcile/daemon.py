@@ -148,6 +148,7 @@ class Daemon:
         self._forced = True
         self._ticked: tuple[Any, datetime | None] | None = None  # resource revision and next slot at the last tick
         self._next_lease_check = 0.0
+        self._next_follow = 0.0  # monotonic time of the next look at where the spec paths lead
         self.watcher = SpecWatcher(settings.paths, self.spec_changed) if settings.watch else None
         self.retention = (RunRetention(store, settings.keep_runs, settings.log_dir)
                           if settings.keep_runs is not None else None)
@@ -331,17 +332,44 @@ class Daemon:
         """Re-apply the specs if they changed; whether they were re-read."""
         now = time.monotonic()
         state = self.specs
+        self._follow_spec_paths(now)
         if state.dirty_since is not None and now - state.last_event >= self.settings.debounce:
             state.dirty_since = None
             self.reload_specs()
             return True
-        if now - state.last_resync >= self._resync_interval:
+        if now - state.last_resync >= self._current_resync_interval():
             state.last_resync = now
             if fingerprint(self.settings.paths) != state.applied:
                 log.info("spec change found by periodic resync")
                 self.reload_specs()
                 return True
         return False
+
+    def _follow_spec_paths(self, now: float) -> None:
+        """Every ``poll_interval``: a spec path that leads to another directory now (a
+        symlink swapped to a new checkout, a directory removed and made again) is
+        watched there, and the tree read again, since the old watch saw nothing."""
+        if self.watcher is None or now < self._next_follow:
+            return
+        self._next_follow = now + self.settings.poll_interval
+        was_complete = self.watcher.complete
+        try:
+            moved = self.watcher.follow()
+        except OSError as err:
+            (log.warning if was_complete else log.debug)(
+                "cannot watch a spec path where it leads now (%s); looking for changes every %.0fs "
+                "until it can be", err, UNWATCHED_RESYNC)
+            moved = True
+        if moved:
+            log.info("a spec path leads to another directory now: watching it there and reading the specs again")
+            self.spec_changed()
+
+    def _current_resync_interval(self) -> float:
+        """Where a spec path is not watched for now (missing, or refused), edits are
+        looked for every ``UNWATCHED_RESYNC`` seconds, as for a tree never watched."""
+        if self.watcher is not None and not self.watcher.complete:
+            return min(self._resync_interval, UNWATCHED_RESYNC)
+        return self._resync_interval
 
     def reload_specs(self) -> bool:
         """Apply the spec tree if it is valid; otherwise keep the last good state and say why.
