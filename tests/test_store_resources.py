@@ -145,3 +145,18 @@ def test_resource_marker_moves_only_on_change(store: Store) -> None:
     assert paused > applied
     store.apply_resources([], [("WorkPool", "local")])
     assert store.resource_marker() > paused
+
+
+def test_status_documents_by_key_prefix(store: Store) -> None:
+    """Each daemon keeps a document of its own; a prefix lists them, its wildcards taken literally."""
+    store.put_status("daemon:a:1", {"pid": 1})
+    store.put_status("daemon:b:2", {"pid": 2})
+    store.put_status("daemonXb:3", {"pid": 3})  # LIKE's "_" and "%" must not match here
+    store.put_status("spec_status", {"ok": True})
+    store.put_status("daemon:a:1", {"pid": 1, "again": True})  # overwritten, not added
+    assert store.list_status("daemon:") == {"daemon:a:1": {"pid": 1, "again": True}, "daemon:b:2": {"pid": 2}}
+    assert store.list_status("daemon_") == {}
+    store.delete_status(["daemon:a:1", "missing"])
+    store.delete_status([])
+    assert list(store.list_status("daemon:")) == ["daemon:b:2"]
+    assert store.get_status("spec_status") == {"ok": True}

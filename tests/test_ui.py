@@ -301,6 +301,20 @@ def test_overview_shows_the_chart_late_and_failing_runs_pool_load_and_spec_error
     assert "specs/hello.yaml:7:3" in html and "not a cron expression" in html
 
 
+def test_overview_lists_the_daemons_and_marks_one_gone_quiet(ui: LiveUi) -> None:
+    client = ui.logged_in()
+    assert "No daemon has served this store in the last day." in client.get("/").text
+    base = {"paths": ["specs"], "workers": "all", "startedAt": (T0 - timedelta(hours=2)).isoformat()}
+    ui.store.put_status("daemon:build-1:41", {**base, "host": "build-1", "pid": 41, "seenAt": T0.isoformat(),
+                                              "stoppedAt": None})
+    ui.store.put_status("daemon:build-2:97", {**base, "host": "build-2", "pid": 97, "stoppedAt": None,
+                                              "seenAt": (T0 - timedelta(minutes=5)).isoformat()})
+    section = client.get("/").text.split('id="daemons-title"')[1].split("</section>")[0]
+    rows = section.split("<tbody>")[1].split("</tr>")
+    assert "build-1:41" in rows[0] and "<td>running</td>" in rows[0] and "badge" not in rows[0]
+    assert "build-2:97" in rows[1] and '<span class="badge warn"' in rows[1] and "unresponsive" in rows[1]
+
+
 def test_pools_page_says_why_each_queued_run_waits(ui: LiveUi) -> None:
     set_paused(ui.store, "queue", "critical", True)
     first = ui.store.create_run(NewRun(deployment="hello", pool="local", queue="critical", scheduled_time=T0))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -35,6 +36,7 @@ from orchestra.api.strict import reject_unknown_query
 from orchestra.store import Store
 
 TITLE = "orchestra"
+LOOP_STALLED = 60.0  # seconds without a pass of the daemon's loop before the health check fails
 DESCRIPTION = ("Declarative workflow orchestration: resources, runs, logs and run events. "
                "See docs/api.md for examples.")
 PLACEHOLDER = """<!doctype html>
@@ -60,7 +62,7 @@ def create_app(store: Store, *, settings: ApiSettings) -> FastAPI:
     denied = errors.UNAUTHORIZED if settings.token else {}
     feed = EventFeed(StoreEventSource(store), interval=settings.poll_interval)
     strict = [Depends(reject_unknown_query)]
-    app.include_router(_health_router(store), dependencies=strict, responses=errors.INVALID)
+    app.include_router(_health_router(store, settings.daemon_loop), dependencies=strict, responses=errors.INVALID)
     for router in (resources_router(store, settings), manage_router(store, settings),
                    runs_router(store, settings), specs_router(store, settings),
                    logs_router(store, settings, closing=closing),
@@ -73,18 +75,26 @@ def create_app(store: Store, *, settings: ApiSettings) -> FastAPI:
     return app
 
 
-def _health_router(store: Store) -> APIRouter:
+def _health_router(store: Store, daemon_loop: Callable[[], float | None] | None) -> APIRouter:
+    """The check a supervisor (a Kubernetes liveness probe, a load balancer) polls: it fails
+    when the store cannot be reached, and in a daemon when its loop has not come round for
+    ``LOOP_STALLED`` seconds (a hang: nothing else would show it, the API answering on)."""
     router = APIRouter(prefix="/api/v1", tags=["health"])
 
     @router.get(HEALTH_PATH.removeprefix("/api/v1"), response_model=Health,
-                responses={503: {"model": Problem, "description": "The store cannot be reached."}},
-                summary="Whether the server and its store answer (no token needed)")
+                responses={503: {"model": Problem, "description": "The store cannot be reached, or the "
+                                 f"daemon's loop has not come round for {LOOP_STALLED:.0f} s."}},
+                summary="Whether the server, its store and the daemon's loop answer (no token needed)")
     def health() -> Any:
         try:
             store.change_marker()
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store is "unavailable"
             return JSONResponse({"detail": f"store unavailable: {type(exc).__name__}"}, status_code=503)
-        return {"status": "ok", "version": version()}
+        quiet = daemon_loop() if daemon_loop is not None else None
+        if quiet is not None and quiet > LOOP_STALLED:
+            return JSONResponse({"detail": f"the daemon's loop has not come round for {quiet:.0f}s"},
+                                status_code=503)
+        return {"status": "ok", "version": version(), "loopSecondsAgo": None if quiet is None else round(quiet, 3)}
 
     return router
 

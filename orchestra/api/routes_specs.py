@@ -24,7 +24,7 @@ import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -36,6 +36,7 @@ from orchestra.diagnostics import Diagnostic, SpecError
 from orchestra.errors import Conflict
 from orchestra.planning.render import render_plan
 from orchestra.reconcile.apply import PlanResult, apply_plan, plan_specs
+from orchestra.reconcile import presence
 from orchestra.reconcile.daemon import SPEC_STATUS
 from orchestra.reconcile.jobs import prepare_job
 from orchestra.specs.loader import Document
@@ -77,6 +78,22 @@ class SpecStatusOut(BaseModel):
         "The daemon's last check of its spec tree (ok, checkedAt, resources, errors); null before the first."))
 
 
+class DaemonOut(BaseModel):
+    host: str
+    pid: int
+    paths: list[str] = Field(description="The spec paths it watches.")
+    workers: str = Field(description="The pools it runs jobs of, as its `--workers` said (`none`: it runs none).")
+    startedAt: str
+    seenAt: str = Field(description="When its loop last said it came round (every 10 s), or when it stopped.")
+    stoppedAt: str | None
+    state: Literal["running", "stopped", "unresponsive"] = Field(description=(
+        "`unresponsive`: neither seen for 30 s nor stopped: killed, frozen, or its host gone."))
+
+
+class DaemonsOut(BaseModel):
+    daemons: list[DaemonOut] = Field(description="Every daemon seen in the last day, the one seen last first.")
+
+
 class RenderOut(BaseModel):
     deployment: str
     pool: str
@@ -102,6 +119,11 @@ def specs_router(store: Store, settings: ApiSettings) -> APIRouter:
                 summary="The daemon's view of its spec tree: valid, or the errors keeping the last good state")
     def spec_status() -> dict[str, Any]:
         return {"specs": store.get_status(SPEC_STATUS)}
+
+    @router.get("/daemons", response_model=DaemonsOut, responses=INVALID, tags=["plan"],
+                summary="The daemons serving this store: running, stopped, or gone quiet without stopping")
+    def daemons() -> dict[str, Any]:
+        return {"daemons": presence.daemons(store, settings.clock())}
 
     @router.post("/deployments/{name}/render", response_model=RenderOut, response_model_by_alias=True,
                  responses={**BAD_BODY, **NOT_FOUND, **INVALID}, tags=["deployments"],

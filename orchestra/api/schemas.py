@@ -219,6 +219,8 @@ class PlanOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
+    loopSecondsAgo: float | None = Field(
+        None, description="Seconds since the daemon's loop last came round; null while it starts or stops.")
 
 
 # -- API-managed resources, export, schedule pause ----------------------------------

@@ -25,6 +25,9 @@ class ApiSettings:
     prune: bool = True  # plan deletes as the daemon's apply would (its --prune)
     clock: Callable[[], datetime] = field(default=utc_now)
     poll_interval: float = 0.25  # seconds between store polls of the event and log streams
+    # In a daemon: seconds since its loop last came round (None while it starts or stops),
+    # for the health check. None: an API without a loop to answer for (tests).
+    daemon_loop: Callable[[], float | None] | None = None
 
     @property
     def log_dir(self) -> Path:

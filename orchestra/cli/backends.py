@@ -26,6 +26,7 @@ from orchestra.api.shapes import (
 )
 from orchestra.planning.plan import Plan
 from orchestra.planning.render import render_plan
+from orchestra.reconcile import presence
 from orchestra.reconcile.apply import apply_plan, plan_specs
 from orchestra.reconcile.daemon import SPEC_STATUS
 from orchestra.reconcile.export import export_documents
@@ -73,6 +74,7 @@ class Backend(Protocol):
     def list_resources(self, kind: str | None = None) -> list[dict[str, Any]]: ...
     def get_resource(self, kind: str, name: str) -> dict[str, Any]: ...
     def spec_status(self) -> dict[str, Any] | None: ...
+    def daemons(self) -> list[dict[str, Any]]: ...
     def list_runs(self, query: RunQuery) -> list[dict[str, Any]]: ...
     def get_run(self, run_id: str) -> dict[str, Any]: ...
     def create_run(self, deployment: str, parameters: dict[str, Any],
@@ -118,6 +120,9 @@ class LocalBackend:
     def spec_status(self) -> dict[str, Any] | None:
         status = self.store.get_status(SPEC_STATUS)
         return status if isinstance(status, dict) else None
+
+    def daemons(self) -> list[dict[str, Any]]:
+        return presence.daemons(self.store, self.now())
 
     def list_runs(self, query: RunQuery) -> list[dict[str, Any]]:
         found = self.store.list_runs(deployment=query.deployment, state=set(query.states) or None, pool=query.pool,

@@ -9,6 +9,7 @@ never load the web stack. Its token comes from ``--api-token-file`` or
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,10 +63,10 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
     configure_logging(log_format, log_level)
     grace = duration_seconds(shutdown_grace, "--shutdown-grace")
     keep = timedelta(seconds=duration_seconds(keep_runs, "--keep-runs")) if keep_runs is not None else None
-    server = _api_server(app.store, app, list(paths), prune, host, port, api_token_file) if api else None
     root = spec_root(list(paths))
     log_dir = app.settings.state_dir / "logs"  # the jobs' logs, and the remote workers' copies
-    settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace, keep_runs=keep, log_dir=log_dir)
+    settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace, keep_runs=keep, log_dir=log_dir,
+                              workers=workers)
     from orchestra.workers.local import LocalWorker, worker_identity  # only the daemon needs workers
 
     worker = None
@@ -76,6 +77,8 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
     instance = Daemon(app.store, worker, settings)
     if worker is not None:
         worker.on_change = instance.wake
+    server = (_api_server(app.store, app, list(paths), prune, host, port, api_token_file, instance.loop_quiet_for)
+              if api else None)
     stop_on_signals(instance, log)
     log.info("orchestra daemon watching %s (store %s, workers: %s)", ", ".join(map(str, paths)),
              app.settings.db_url or app.settings.state_dir / "orchestra.db", workers)
@@ -92,7 +95,7 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
 
 
 def _api_server(store: Store, app: AppContext, paths: list[Path], prune: bool, host: str, port: int,
-                token_file: Path | None) -> ApiServer:
+                token_file: Path | None, loop_quiet_for: Callable[[], float | None]) -> ApiServer:
     """Build the API and bind its socket, refusing an open API beyond loopback."""
     from orchestra.api.app import create_app
     from orchestra.api.auth import InsecureListenError, check_listen_address
@@ -105,7 +108,8 @@ def _api_server(store: Store, app: AppContext, paths: list[Path], prune: bool, h
         check_listen_address(host, token)
     except InsecureListenError as exc:
         raise click.ClickException(str(exc)) from None
-    settings = ApiSettings(token=token, state_dir=app.settings.state_dir, spec_paths=tuple(paths), prune=prune)
+    settings = ApiSettings(token=token, state_dir=app.settings.state_dir, spec_paths=tuple(paths), prune=prune,
+                           daemon_loop=loop_quiet_for)
     try:
         return ApiServer(mount_ui(create_app(store, settings=settings), store, settings), host, port)
     except OSError as exc:

@@ -57,6 +57,9 @@ class RemoteBackend:
         status = self.client.get("/specs/status")["specs"]
         return status if isinstance(status, dict) else None
 
+    def daemons(self) -> list[dict[str, Any]]:
+        return list(self.client.get("/daemons")["daemons"])
+
     def list_runs(self, query: RunQuery) -> list[dict[str, Any]]:
         """Newest first, a page at a time until ``limit`` runs or the last page."""
         found: list[dict[str, Any]] = []

@@ -142,11 +142,17 @@ def _seconds(timestamp: str) -> str:
 @output_option("text", "json")
 @click.pass_obj
 def status(app: AppContext, fmt: str) -> None:
-    """The daemon's view of the spec tree: valid, or the errors keeping the last good state."""
+    """The daemons serving this store, and their view of the spec tree: valid, or the
+    errors keeping the last good state (exit 1)."""
     spec_status = app.backend.spec_status()
+    daemons = app.backend.daemons()
     if fmt == "json":
-        emit_data({"specs": spec_status}, "json")
+        emit_data({"specs": spec_status, "daemons": daemons}, "json")
         return
+    for daemon in daemons:
+        click.echo(daemon_line(daemon, datetime.now().astimezone()))
+    if not daemons:
+        click.echo("No daemon has served this store in the last day.")
     if spec_status is None:
         click.echo("No daemon has checked specs in this store yet.")
     elif spec_status["ok"]:
@@ -156,6 +162,19 @@ def status(app: AppContext, fmt: str) -> None:
         for error in spec_status["errors"]:
             click.echo(f"  {Diagnostic(**error)}")
         raise click.exceptions.Exit(1)
+
+
+def daemon_line(daemon: dict[str, Any], now: datetime) -> str:
+    """One daemon as ``orchestra status`` prints it."""
+    name = f"Daemon {daemon['host']}:{daemon['pid']}"
+    if daemon["state"] == "stopped":
+        return f"{name} stopped at {daemon['stoppedAt']}."
+    seen = (now - datetime.fromisoformat(daemon["seenAt"])).total_seconds()
+    if daemon["state"] == "unresponsive":
+        return (f"{name} UNRESPONSIVE: not seen for {seen:.0f}s (since {daemon['seenAt']}) and it did not stop: "
+                "killed, frozen, or its host gone.")
+    return (f"{name} running: watching {', '.join(daemon['paths'])}, running the jobs of pools: {daemon['workers']}; "
+            f"started {daemon['startedAt']}, seen {max(0.0, seen):.0f}s ago.")
 
 
 def register(group: click.Group) -> None:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from orchestra.diagnostics import SpecError
 from orchestra.errors import StoreError
 from orchestra.reconcile.apply import apply_plan, plan_specs
+from orchestra.reconcile.presence import Presence
 from orchestra.reconcile.retention import RunRetention
 from orchestra.reconcile.scheduler import PREPARE_AHEAD, Scheduler, seconds_until
 from orchestra.reconcile.watch import Fingerprint, SpecWatcher, fingerprint
@@ -66,6 +67,7 @@ class DaemonSettings:
     prepare_ahead: float = PREPARE_AHEAD.total_seconds()  # runs made this long before their slot
     keep_runs: timedelta | None = None  # delete runs over for longer (None: keep every run)
     log_dir: Path | None = None  # where the runs' logs are, to delete those of deleted runs
+    workers: str = "all"  # the pools its worker runs, as ``--workers`` said (for ``orchestra status``)
 
 
 @dataclass
@@ -149,6 +151,11 @@ class Daemon:
         self._ticked: tuple[Any, datetime | None] | None = None  # resource revision and next slot at the last tick
         self._next_lease_check = 0.0
         self._next_follow = 0.0  # monotonic time of the next look at where the spec paths lead
+        self._last_pass: float | None = None  # monotonic time the loop last came round; None until it has
+        self.presence = Presence(store, clock, {
+            "paths": [str(path) for path in settings.paths],
+            "workers": settings.workers if worker is not None else "none",
+        })
         self.watcher = SpecWatcher(settings.paths, self.spec_changed) if settings.watch else None
         self.retention = (RunRetention(store, settings.keep_runs, settings.log_dir)
                           if settings.keep_runs is not None else None)
@@ -191,6 +198,9 @@ class Daemon:
             recovered = self.worker.recover(self.clock())
             if recovered:
                 log.info("recovered %d run(s) left by a previous daemon", len(recovered))
+        with contextlib.suppress(StoreError):  # the loop's passes write it again
+            self.presence.beat()
+            self.presence.forget_old()
 
     def _start_watching(self) -> None:
         """Watch the spec tree; where the system refuses (inotify's limits on watches or
@@ -212,14 +222,33 @@ class Daemon:
         log.info("daemon ready: specs checked, runs recovered")  # tests and operators wait for this line
         try:
             while not self._stopping:
-                self._sleep(self._guarded_pass())
+                wait = self._guarded_pass()
+                self._came_round()
+                self._sleep(wait)
         finally:
             if self.watcher:
                 self.watcher.stop()
             if self.worker:
                 log.info("stopping: no new runs; waiting up to %.0fs for running jobs", self.settings.shutdown_grace)
                 self.worker.shutdown(self.settings.shutdown_grace, self.clock)
+            with contextlib.suppress(StoreError):  # a store that is gone: the document goes quiet instead
+                self.presence.stopped()
             log.info("stopped")
+
+    def _came_round(self) -> None:
+        """A pass ended, failed or not: the loop is alive, which the health check and
+        the presence document say (a failing store is the health check's own concern)."""
+        self._last_pass = time.monotonic()
+        with contextlib.suppress(StoreError):  # the pass has said so already
+            self.presence.beat()
+
+    def loop_quiet_for(self) -> float | None:
+        """Seconds since the loop last came round; None while it starts (applying the
+        specs and recovering runs may take long) and once it stops (a shutdown waits
+        for running jobs, up to ``shutdown_grace``). Safe from any thread."""
+        if self._last_pass is None or self._stopping:
+            return None
+        return time.monotonic() - self._last_pass
 
     def _sleep(self, seconds: float) -> None:
         """Wait for the next pass; the worker is told when the loop really sleeps, not

@@ -25,6 +25,18 @@ def get_status(conn: Connection, key: str) -> Any | None:
     return conn.scalar(select(status.c.value).where(status.c.key == key))
 
 
+def list_status(conn: Connection, prefix: str) -> dict[str, Any]:
+    """Every document whose key starts with ``prefix`` (one per daemon, say), by key."""
+    rows = conn.execute(select(status.c.key, status.c.value)
+                        .where(status.c.key.startswith(prefix, autoescape=True)).order_by(status.c.key))
+    return {key: value for key, value in rows}
+
+
+def delete_status(conn: Connection, keys: list[str]) -> None:
+    if keys:
+        conn.execute(status.delete().where(status.c.key.in_(keys)))
+
+
 def last_event_id(conn: Connection) -> int:
     return int(conn.scalar(_LAST_EVENT_ID) or 0)
 

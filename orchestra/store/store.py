@@ -108,6 +108,14 @@ class Store:
         with self._db.read() as conn:
             return status.get_status(conn, key)
 
+    def list_status(self, prefix: str) -> dict[str, Any]:
+        with self._db.read() as conn:
+            return status.list_status(conn, prefix)
+
+    def delete_status(self, keys: list[str]) -> None:
+        with self._db.write() as conn:
+            status.delete_status(conn, keys)
+
     def resource_marker(self) -> int:
         """Changes whenever any resource does (apply, pause override): compare two
         markers to know whether re-reading resources is needed."""

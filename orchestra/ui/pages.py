@@ -27,6 +27,7 @@ from orchestra.api.shapes import masked_run_json, shown_spec, source_text
 from orchestra.api.views import errors_of, next_runs, upcoming
 from orchestra.diagnostics import SpecError
 from orchestra.errors import OrchestraError
+from orchestra.reconcile import presence
 from orchestra.reconcile.apply import plan_specs
 from orchestra.reconcile.jobs import prepare_job
 from orchestra.reconcile.operations import paused_schedules
@@ -84,6 +85,7 @@ def overview(store: Store, now: datetime, chart: ChartCache | None = None) -> di
         "failing": store.list_runs(state={FAILED, CRASHED}, since=now - timedelta(hours=24), limit=10),
         "pools": pool_loads(store, now),
         "spec_errors": spec_errors(store),
+        "daemons": presence.daemons(store, now),
     }
 
 

@@ -1,0 +1,160 @@
+"""Is a daemon serving this store, and is its loop alive?
+
+``orchestra status`` lists each daemon as running, stopped, or unresponsive
+(gone quiet without stopping: ``kill -9``, a frozen process, its host gone);
+the health check fails when the daemon's loop hangs while its API answers on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from orchestra.api import app as app_module
+from orchestra.reconcile import presence
+from orchestra.reconcile.daemon import Daemon, DaemonSettings
+from orchestra.store import Store, open_store
+from tests.api_fixtures import LiveApi, api_factory_fixture  # noqa: F401
+from tests.daemon_fixtures import DaemonProcess, daemon_factory, wait_for, workdir  # noqa: F401
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(name="store")
+def store_fixture(tmp_path: Path) -> Iterator[Store]:
+    store = open_store(f"sqlite:///{tmp_path / 'o.db'}")
+    yield store
+    store.close()
+
+
+def written(store: Store, pid: int, seen: datetime, stopped: datetime | None = None) -> None:
+    """A document as another daemon process would have left it."""
+    store.put_status(f"daemon:elsewhere:{pid}", {"host": "elsewhere", "pid": pid, "paths": ["specs"], "workers": "all",
+                           "startedAt": T0.isoformat(), "seenAt": seen.isoformat(),
+                           "stoppedAt": stopped.isoformat() if stopped else None})
+
+
+def test_running_stopped_and_unresponsive_daemons(store: Store) -> None:
+    clock = Clock()
+    mine = presence.Presence(store, clock, {"paths": ["specs"], "workers": "local"})
+    written(store, 7, seen=T0 - timedelta(seconds=31))  # went quiet without stopping
+    written(store, 8, seen=T0 - timedelta(hours=1), stopped=T0 - timedelta(hours=1))
+    mine.beat()
+    found = presence.daemons(store, clock())
+    assert [(d["pid"], d["state"]) for d in found] == [(os.getpid(), "running"), (7, "unresponsive"), (8, "stopped")]
+    assert found[0]["host"] == socket.gethostname() and found[0]["workers"] == "local"
+    assert found[0]["seenAt"] == T0.isoformat() and found[0]["stoppedAt"] is None
+
+    clock.now = T0 + timedelta(seconds=31)  # no beat written since (the loop hangs, or the daemon is gone)
+    assert presence.daemons(store, clock())[0]["state"] == "unresponsive"
+    mine.stopped()
+    assert presence.daemons(store, clock())[0]["state"] == "stopped"
+
+
+def test_a_beat_is_written_at_most_every_ten_seconds(store: Store) -> None:
+    clock = Clock()
+    mine = presence.Presence(store, clock, {})
+    mine.beat()
+    clock.now = T0 + timedelta(seconds=5)
+    for _ in range(100):  # a burst: the loop passes a hundred times
+        mine.beat()
+    assert store.get_status(mine.key)["seenAt"] == T0.isoformat()
+
+
+def test_documents_of_daemons_gone_for_a_day_are_forgotten(store: Store) -> None:
+    clock = Clock()
+    written(store, 7, seen=T0 - timedelta(days=1, seconds=1))
+    written(store, 8, seen=T0 - timedelta(days=1, seconds=1), stopped=T0 - timedelta(days=2))
+    written(store, 9, seen=T0 - timedelta(hours=23))
+    store.put_status("spec_status", {"ok": True})  # not a daemon's
+    mine = presence.Presence(store, clock, {})
+    mine.beat()
+    mine.forget_old()
+    assert sorted(store.list_status("daemon:")) == sorted(["daemon:elsewhere:9", mine.key])
+    assert store.get_status("spec_status") == {"ok": True}
+
+
+@pytest.mark.timeout(90)
+def test_status_shows_the_daemon_running_then_stopped(daemon_factory: Callable[..., DaemonProcess]) -> None:
+    daemon = daemon_factory().start()
+    daemon.ready()
+    shown = json.loads(daemon.cli("status", "-o", "json").stdout)
+    assert shown["specs"]["ok"] is True
+    [running] = shown["daemons"]
+    assert running["state"] == "running" and running["workers"] == "all"
+    assert daemon.proc is not None and running["pid"] == daemon.proc.pid
+    text = daemon.cli("status").stdout
+    assert f"Daemon {socket.gethostname()}:{daemon.proc.pid} running: watching" in text
+    assert daemon.stop() == 0
+    [stopped] = json.loads(daemon.cli("status", "-o", "json").stdout)["daemons"]
+    assert stopped["state"] == "stopped" and stopped["stoppedAt"]
+    assert "stopped at" in daemon.cli("status").stdout
+
+
+@pytest.mark.timeout(90)
+def test_the_health_check_fails_while_the_daemons_loop_hangs(
+        api_factory: Callable[..., LiveApi], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "LOOP_STALLED", 0.5)
+    hang, hanging = threading.Event(), threading.Event()
+    release = threading.Event()
+
+    class HangingWorker:
+        """A worker whose pass blocks when told to, as a deadlock in a pass would."""
+
+        def recover(self, now: datetime) -> list[str]:
+            return []
+
+        def step(self, now: datetime) -> datetime | None:
+            if hang.is_set():
+                hanging.set()
+                release.wait(30)
+            return None
+
+        def shutdown(self, grace: float, now_fn: Callable[[], datetime]) -> None:
+            pass
+
+        def rest(self) -> None:
+            pass
+
+    specs = tmp_path / "daemon-specs"
+    specs.mkdir()
+    store = open_store(f"sqlite:///{tmp_path / 'daemon.db'}")
+    daemon = Daemon(store, HangingWorker(), DaemonSettings(paths=[specs], watch=False))
+    api = api_factory(daemon_loop=daemon.loop_quiet_for)
+    health = api.anonymous()
+    thread = threading.Thread(target=daemon.serve, daemon=True)
+    try:
+        assert health.get("/api/v1/health").json()["loopSecondsAgo"] is None  # starting
+        thread.start()
+        wait_for(lambda: health.get("/api/v1/health").json()["loopSecondsAgo"] is not None,
+                 timeout=10, message="the loop's first pass")
+        hang.set()
+        daemon.wake()  # a full pass, with the worker's step
+        assert hanging.wait(10)
+        response = wait_for(lambda: (r := health.get("/api/v1/health")).status_code == 503 and r,
+                            timeout=10, message="the health check to fail")
+        assert "the daemon's loop has not come round for" in response.json()["detail"]
+        hang.clear()
+        release.set()
+        wait_for(lambda: health.get("/api/v1/health").status_code == 200, timeout=10, message="health again")
+    finally:
+        release.set()
+        daemon.stop()
+        thread.join(timeout=30)
+        store.close()
+    assert health.get("/api/v1/health").json()["loopSecondsAgo"] is None  # stopped: a shutdown is not a hang
