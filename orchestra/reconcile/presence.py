@@ -2,7 +2,7 @@
 
 A daemon can die without a word (``kill -9``, its machine gone) or hang, and
 its runs then sit still with nothing in the store saying why. So each daemon
-process keeps a status document of its own (``daemon:HOST:PID``): what it
+process keeps a status document of its own (``daemon:HOST:PID:RANDOM``): what it
 watches and runs, when it started, and when its loop last came round
 (``seenAt``, rewritten every ``BEAT_EVERY`` seconds, from the loop itself so
 that a loop that hangs stops it). A clean stop says so (``stoppedAt``).
@@ -15,6 +15,7 @@ next daemon that starts, so restarts do not pile them up.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -37,7 +38,9 @@ class Presence:
         self._store = store
         self._clock = clock
         host = socket.gethostname()
-        self.key = f"{PREFIX}{host[:40]}:{os.getpid()}"  # the key column holds 63 characters
+        # Unique per process even where hosts share a name and pids repeat (containers: pid 1);
+        # the key column holds 63 characters.
+        self.key = f"{PREFIX}{host[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
         self._document = {"host": host, "pid": os.getpid(), **facts, "startedAt": clock().isoformat()}
         self._next_beat = -float("inf")
 
