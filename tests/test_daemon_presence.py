@@ -89,6 +89,24 @@ def test_documents_of_daemons_gone_for_a_day_are_forgotten(store: Store) -> None
     assert store.get_status("spec_status") == {"ok": True}
 
 
+def test_a_remote_worker_is_noted_by_its_requests_and_its_pools_by_its_claims(store: Store) -> None:
+    clock = Clock()
+    roster = presence.WorkerRoster(store, clock)
+    roster.seen("remote:gpu-1:42:abcdef")  # any request: alive, no pool known yet
+    roster.seen("remote:gpu-1:42:abcdef", "gpu")  # a claim from a new pool: written at once
+    clock.now = T0 + timedelta(seconds=5)
+    roster.seen("remote:gpu-1:42:abcdef", "gpu")  # within 10 s: not written again
+    [worker] = presence.workers(store, clock())
+    assert worker == {"worker": "remote:gpu-1:42:abcdef", "pools": ["gpu"], "seenAt": T0.isoformat(), "state": "online"}
+
+    restarted = presence.WorkerRoster(store, clock)  # the daemon restarted: its API remembers nothing
+    restarted.seen("remote:gpu-1:42:abcdef")
+    assert presence.workers(store, clock())[0]["pools"] == ["gpu"]  # kept from the store
+    clock.now = T0 + timedelta(seconds=36)  # no request for over 30 s
+    assert presence.workers(store, clock())[0]["state"] == "offline"
+    assert not presence.serving("gpu", [], presence.workers(store, clock()))
+
+
 @pytest.mark.timeout(90)
 def test_status_shows_the_daemon_running_then_stopped(daemon_factory: Callable[..., DaemonProcess]) -> None:
     daemon = daemon_factory().start()

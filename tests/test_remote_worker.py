@@ -10,6 +10,7 @@ late report of the revoked attempt is refused with 409 and changes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -138,6 +139,10 @@ def test_a_remote_worker_runs_the_job_and_its_log_and_states_reach_the_daemon(
         assert f"hello from {run_id}\noops\n" in text
         assert text.startswith("[orchestra] attempt 1 of 1 started at")
         assert text.count("hello from") == 1  # shipped once, however often the shipper looked
+    shown = json.loads(daemon.cli("status", "-o", "json").stdout)  # who serves the store
+    assert [(d["workers"], d["state"]) for d in shown["daemons"]] == [("none", "running")]
+    assert [(w["worker"], w["pools"], w["state"]) for w in shown["workers"]] == [("remote-a", ["local"], "online")]
+    assert "Worker remote-a online: claims from pools: local; seen" in daemon.cli("status").stdout
 
 
 def test_heartbeat_loss_crashes_or_retries_the_runs_and_the_revoked_worker_kills_its_jobs(

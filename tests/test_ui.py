@@ -324,8 +324,23 @@ def test_pools_page_says_why_each_queued_run_waits(ui: LiveUi) -> None:
     single = client.get("/pools/local").text
     row = html.split(f'<tr data-run-id="{first.id}">')[1].split("</tr>")[0]
     assert "queue &#39;critical&#39; paused" in row
-    assert "ready; waiting for a worker" in html.split(f'<tr data-run-id="{second.id}">')[1].split("</tr>")[0]
     assert first.id in single and second.id not in single
+
+    def why_second() -> str:
+        html = client.get("/pools").text
+        return html.split(f'<tr data-run-id="{second.id}">')[1].split("</tr>")[0].split('class="why">')[1]
+
+    assert why_second().startswith("ready; but no running daemon or online worker serves pool &#39;spare&#39;")
+    seen = {"seenAt": T0.isoformat(), "stoppedAt": None, "startedAt": T0.isoformat(), "paths": ["specs"]}
+    ui.store.put_status("daemon:h:1:a", {**seen, "host": "h", "pid": 1, "workers": "local"})  # not spare's
+    assert why_second().startswith("ready; but no running daemon")
+    ui.store.put_status("worker:b", {"worker": "remote:h:2:b", "pools": ["spare"], "seenAt": T0.isoformat()})
+    assert why_second().startswith("ready; waiting for a worker")
+    ui.store.put_status("worker:b", {"worker": "remote:h:2:b", "pools": ["spare"],
+                                     "seenAt": (T0 - timedelta(minutes=1)).isoformat()})  # gone offline
+    assert why_second().startswith("ready; but no running daemon")
+    ui.store.put_status("daemon:h:1:a", {**seen, "host": "h", "pid": 1, "workers": "all"})
+    assert why_second().startswith("ready; waiting for a worker")
 
 
 def test_plan_page_shows_drift_of_the_watched_directory(ui: LiveUi) -> None:

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from anyio import to_thread
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
@@ -42,7 +43,9 @@ from pydantic.alias_generators import to_camel
 from orchestra.api.errors import BAD_BODY, CONFLICT, NOT_FOUND
 from orchestra.api.schemas import StateName, Timestamp
 from orchestra.api.settings import ApiSettings
-from orchestra.errors import Conflict, NotFound
+from orchestra.errors import Conflict, NotFound, StoreError
+from orchestra.reconcile import presence
+from orchestra.reconcile.presence import WorkerRoster
 from orchestra.remote.logsink import append_chunk, has_stream
 from orchestra.remote.wire import report_to_request, resource_to_wire, run_to_wire
 from orchestra.store import ACTIVE, SCHEDULED, Run, Store, TransitionRequest
@@ -247,18 +250,45 @@ OCTET_BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
+class WorkerOut(BaseModel):
+    worker: str
+    pools: list[str] = Field(description="The pools it claimed from.")
+    seenAt: str = Field(description="Its last request (written at most every 10 s).")
+    state: Literal["online", "offline"] = Field(description="`offline`: no request for 30 s.")
+
+
+class WorkersOut(BaseModel):
+    workers: list[WorkerOut] = Field(description="Every remote worker seen in the last day, the one seen last first.")
+
+
 def workers_router(store: Store, settings: ApiSettings) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", tags=["workers"])
-    _add_lease_routes(router, store, settings)
+    roster = WorkerRoster(store, settings.clock)
+
+    def note_worker(request: Request) -> None:
+        """Every request of a worker says it is alive (``orchestra status``, the pools page)."""
+        worker = request.path_params.get("worker")
+        if worker:
+            with contextlib.suppress(StoreError):  # the request itself will say what the store said
+                roster.seen(worker)
+
+    router = APIRouter(prefix="/api/v1", tags=["workers"], dependencies=[Depends(note_worker)])
+
+    @router.get("/workers", response_model=WorkersOut, summary="The remote workers: online, or gone quiet")
+    def list_workers() -> dict[str, Any]:
+        return {"workers": presence.workers(store, settings.clock())}
+
+    _add_lease_routes(router, store, settings, roster)
     _add_read_routes(router, store, settings)
     _add_log_route(router, store, settings)
     return router
 
 
-def _add_lease_routes(router: APIRouter, store: Store, settings: ApiSettings) -> None:
+def _add_lease_routes(router: APIRouter, store: Store, settings: ApiSettings, roster: WorkerRoster) -> None:
     @router.post("/workers/{worker}/claim", response_model=ClaimOut, responses=BAD_BODY,
                  summary="Claim due runs of a pool under a lease")
     def claim(worker: WorkerName, body: ClaimIn) -> dict[str, Any]:
+        with contextlib.suppress(StoreError):  # the claim itself will say what the store said
+            roster.seen(worker, body.pool)
         wanted = body.max
         if body.limit is not None:
             wanted = min(wanted, body.limit - len(store.active_runs(worker=worker)))

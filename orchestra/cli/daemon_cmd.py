@@ -65,13 +65,13 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
     keep = timedelta(seconds=duration_seconds(keep_runs, "--keep-runs")) if keep_runs is not None else None
     root = spec_root(list(paths))
     log_dir = app.settings.state_dir / "logs"  # the jobs' logs, and the remote workers' copies
+    pools = None if workers in ("all", "none") else [p.strip() for p in workers.split(",") if p.strip()]
     settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace, keep_runs=keep, log_dir=log_dir,
-                              workers=workers)
+                              workers=",".join(pools) if pools is not None else workers)
     from orchestra.workers.local import LocalWorker, worker_identity  # only the daemon needs workers
 
     worker = None
     if workers != "none":
-        pools = None if workers == "all" else [p.strip() for p in workers.split(",") if p.strip()]
         worker = LocalWorker(app.store, runners=available_runners(root.resolve()), pools=pools,
                              worker_id=worker_identity(), log_dir=log_dir)
     instance = Daemon(app.store, worker, settings)

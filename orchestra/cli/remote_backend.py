@@ -60,6 +60,9 @@ class RemoteBackend:
     def daemons(self) -> list[dict[str, Any]]:
         return list(self.client.get("/daemons")["daemons"])
 
+    def workers(self) -> list[dict[str, Any]]:
+        return list(self.client.get("/workers")["workers"])
+
     def list_runs(self, query: RunQuery) -> list[dict[str, Any]]:
         """Newest first, a page at a time until ``limit`` runs or the last page."""
         found: list[dict[str, Any]] = []

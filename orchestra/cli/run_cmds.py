@@ -142,17 +142,20 @@ def _seconds(timestamp: str) -> str:
 @output_option("text", "json")
 @click.pass_obj
 def status(app: AppContext, fmt: str) -> None:
-    """The daemons serving this store, and their view of the spec tree: valid, or the
-    errors keeping the last good state (exit 1)."""
+    """The daemons and remote workers serving this store, and the daemons' view of the
+    spec tree: valid, or the errors keeping the last good state (exit 1)."""
     spec_status = app.backend.spec_status()
-    daemons = app.backend.daemons()
+    daemons, workers = app.backend.daemons(), app.backend.workers()
     if fmt == "json":
-        emit_data({"specs": spec_status, "daemons": daemons}, "json")
+        emit_data({"specs": spec_status, "daemons": daemons, "workers": workers}, "json")
         return
+    now = datetime.now().astimezone()
     for daemon in daemons:
-        click.echo(daemon_line(daemon, datetime.now().astimezone()))
+        click.echo(daemon_line(daemon, now))
     if not daemons:
         click.echo("No daemon has served this store in the last day.")
+    for worker in workers:
+        click.echo(worker_line(worker, now))
     if spec_status is None:
         click.echo("No daemon has checked specs in this store yet.")
     elif spec_status["ok"]:
@@ -162,6 +165,15 @@ def status(app: AppContext, fmt: str) -> None:
         for error in spec_status["errors"]:
             click.echo(f"  {Diagnostic(**error)}")
         raise click.exceptions.Exit(1)
+
+
+def worker_line(worker: dict[str, Any], now: datetime) -> str:
+    """One remote worker as ``orchestra status`` prints it."""
+    seen = max(0.0, (now - datetime.fromisoformat(worker["seenAt"])).total_seconds())
+    pools = ", ".join(worker["pools"]) or "none yet"
+    if worker["state"] == "offline":
+        return f"Worker {worker['worker']} OFFLINE: no request for {seen:.0f}s (since {worker['seenAt']}); pools: {pools}."
+    return f"Worker {worker['worker']} online: claims from pools: {pools}; seen {seen:.0f}s ago."
 
 
 def daemon_line(daemon: dict[str, Any], now: datetime) -> str:

@@ -10,13 +10,21 @@ that a loop that hangs stops it). A clean stop says so (``stoppedAt``).
 tell a running daemon from a stopped one and from one that went quiet without
 stopping. Documents of daemons gone for ``FORGET_AFTER`` are deleted by the
 next daemon that starts, so restarts do not pile them up.
+
+Remote workers (``orchestra worker``) talk to a daemon's API, never to the
+store, so the API keeps their documents (``worker:HASH``, ``WorkerRoster``):
+every request a worker makes says it is alive, and its claims say which pools
+it serves. ``serving`` answers the question behind a run that waits "ready":
+does anyone serve its pool at all?
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -25,6 +33,7 @@ from typing import Any
 from orchestra.store import Store
 
 PREFIX = "daemon:"
+WORKER_PREFIX = "worker:"
 BEAT_EVERY = 10.0  # seconds between two writes of a daemon's seenAt
 QUIET_AFTER = timedelta(seconds=3 * BEAT_EVERY)  # not seen for longer: reported unresponsive
 FORGET_AFTER = timedelta(days=1)
@@ -59,9 +68,46 @@ class Presence:
     def forget_old(self) -> None:
         """Delete the documents of daemons neither seen nor stopped within ``FORGET_AFTER``."""
         cutoff = self._clock() - FORGET_AFTER
-        old = [key for key, document in self._store.list_status(PREFIX).items()
-               if key != self.key and _seen(document) < cutoff]
-        self._store.delete_status(old)
+        documents = {**self._store.list_status(PREFIX), **self._store.list_status(WORKER_PREFIX)}
+        self._store.delete_status([key for key, document in documents.items()
+                                   if key != self.key and _seen(document) < cutoff])
+
+
+class WorkerRoster:
+    """The remote workers' documents, written by the API as their requests come in:
+    at most every ``BEAT_EVERY`` seconds per worker, and at once when a worker claims
+    from a pool it was not known to serve. Thread-safe (the API's handlers run in a pool)."""
+
+    LIMIT = 10_000  # workers remembered in memory (each restart of a worker is a new one)
+
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[float, frozenset[str]]] = {}  # worker -> (next write, its pools)
+
+    def seen(self, worker: str, pool: str | None = None) -> None:
+        with self._lock:
+            known = self._known.get(worker)
+        if known is None:  # new to this API process: a restarted daemon keeps what its store knew
+            stored = self._store.get_status(worker_key(worker)) or {}
+            known = (-float("inf"), frozenset(stored.get("pools", ())))
+        next_write, pools = known
+        if pool is not None and pool not in pools:
+            next_write, pools = -float("inf"), pools | {pool}
+        if time.monotonic() < next_write:
+            return
+        with self._lock:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            self._known[worker] = (time.monotonic() + BEAT_EVERY, pools)
+        self._store.put_status(worker_key(worker), {"worker": worker, "pools": sorted(pools),
+                                                    "seenAt": self._clock().isoformat()})
+
+
+def worker_key(worker: str) -> str:
+    """A worker's names run long (``remote:HOST:PID:RANDOM``); the key column holds 63 characters."""
+    return WORKER_PREFIX + hashlib.blake2b(worker.encode(), digest_size=16).hexdigest()
 
 
 def daemons(store: Store, now: datetime) -> list[dict[str, Any]]:
@@ -78,6 +124,22 @@ def daemons(store: Store, now: datetime) -> list[dict[str, Any]]:
             state = "running"
         found.append({**document, "state": state})
     return sorted(found, key=_seen, reverse=True)
+
+
+def workers(store: Store, now: datetime) -> list[dict[str, Any]]:
+    """Every remote worker's document with its ``state``: ``online``, or ``offline``
+    (no request for ``QUIET_AFTER``), the ones seen last first."""
+    found = [{**document, "state": "offline" if now - _seen(document) > QUIET_AFTER else "online"}
+             for document in store.list_status(WORKER_PREFIX).values()]
+    return sorted(found, key=_seen, reverse=True)
+
+
+def serving(pool: str, daemons_found: list[dict[str, Any]], workers_found: list[dict[str, Any]]) -> bool:
+    """Whether a running daemon or an online worker runs the jobs of ``pool``."""
+    for daemon in daemons_found:
+        if daemon["state"] == "running" and (daemon["workers"] == "all" or pool in daemon["workers"].split(",")):
+            return True
+    return any(worker["state"] == "online" and pool in worker["pools"] for worker in workers_found)
 
 
 def _seen(document: dict[str, Any]) -> datetime:

@@ -32,7 +32,7 @@ from orchestra.reconcile.apply import plan_specs
 from orchestra.reconcile.jobs import prepare_job
 from orchestra.reconcile.operations import paused_schedules
 from orchestra.runners.logs import read_log
-from orchestra.store import ACTIVE, CRASHED, FAILED, STATES, TERMINAL, Run, Store, StoredResource
+from orchestra.store import ACTIVE, CRASHED, FAILED, READY, STATES, TERMINAL, Run, Store, StoredResource
 
 PAGE = 50
 CHART_HOURS = 24
@@ -216,8 +216,17 @@ def _why_waiting(store: Store, run: Run, now: datetime) -> str | None:
         return None
     for waiting, reason in store.explain_waiting(run.pool, now, limit=1000):
         if waiting.id == run.id:
-            return reason
+            return _unserved(store, run.pool, now) if reason == READY else reason
     return None
+
+
+def _unserved(store: Store, pool: str, now: datetime) -> str:
+    """The reason of a run the next claim would take: a worker's, unless nobody serves
+    its pool (no daemon runs, or none with that pool, and no remote worker claims from it)."""
+    if presence.serving(pool, presence.daemons(store, now), presence.workers(store, now)):
+        return READY
+    return (f"ready; but no running daemon or online worker serves pool {pool!r} "
+            f"(see orchestra status)")
 
 
 # -- pools ----------------------------------------------------------------------------
@@ -230,7 +239,10 @@ def pools(store: Store, now: datetime, only: str | None = None, shown: int = WAI
         store.get_resource("WorkPool", only)  # 404 for an unknown pool
         loads = [p for p in loads if p["pool"].name == only]
     for item in loads:
-        item["waiting"] = store.explain_waiting(item["pool"].name, now, limit=shown)
+        name = item["pool"].name
+        waiting = store.explain_waiting(name, now, limit=shown)
+        ready = _unserved(store, name, now) if any(reason == READY for _, reason in waiting) else READY
+        item["waiting"] = [(run, ready if reason == READY else reason) for run, reason in waiting]
         item["more"] = item["due"] > len(item["waiting"])
     return {"pools": loads, "only": only, "active_states": sorted(ACTIVE)}
 
