@@ -83,10 +83,10 @@ class Jobs:
         self._strays: list[tuple[int, int]] = []
         self._count = 0
 
-    def start(self, command: list[str], **fields: Any) -> Started:
+    def start(self, command: list[str], *, run_id: str | None = None, **fields: Any) -> Started:
         self._count += 1
         log = self.base / "logs" / f"run-{self._count}.log"
-        handle = self.runner.start(f"run-{self._count}", {"command": command, **fields}, log)
+        handle = self.runner.start(run_id or f"run-{self._count}", {"command": command, **fields}, log)
         self._handles.append(handle)
         return Started(handle, log)
 
@@ -475,7 +475,33 @@ def test_a_process_escaping_the_group_does_not_hang_the_run(make_jobs: Callable[
     assert run.text().endswith(
         "[orchestra] output pipe still held open by a process outside the job; stopped reading\n"
     )
-    assert not is_gone(child)  # out of the group, out of reach: the note says so
+    assert not is_gone(child)  # out of the group: the note says so, and the run ends
+    wait_for(lambda: is_gone(child), timeout=15, what="the escaped process to be killed by its run id")
+
+
+def test_a_daemonized_process_is_killed_after_its_job_ends(jobs: Jobs) -> None:
+    """A double fork with ``setsid``, stdio to /dev/null: nothing holds the pipe, nothing is in the group."""
+    run = jobs.start([PY, str(JOBS / "daemonize.py")])
+    assert run.handle.wait(10) == 0
+    escaped = jobs.adopt(int(run.text().strip()))
+    assert not run.text().count("[orchestra] output pipe")  # nothing held the pipe
+    wait_for(lambda: is_gone(escaped), timeout=15, what="the daemonized process to be killed")
+
+
+def test_a_later_attempt_of_the_same_run_and_its_own_escapee_are_spared(jobs: Jobs) -> None:
+    escape = ["sh", "-c", f"{PY} {JOBS / 'daemonize.py'} && exec sleep 300"]
+    first = jobs.start(escape, run_id="same-run")
+    first_escaped = jobs.adopt(int(wait_for(lambda: first.text().strip(), what="the first escapee's pid")))
+    first.handle.kill()
+    assert first.handle.wait(10) == -signal.SIGKILL
+    time.sleep(0.05)  # the next attempt starts at least one clock tick (10 ms) after this one ended
+    second = jobs.start(escape, run_id="same-run")  # a retry, while the first one's leftovers are looked for
+    second_escaped = jobs.adopt(int(wait_for(lambda: second.text().strip(), what="the second escapee's pid")))
+    wait_for(lambda: is_gone(first_escaped), timeout=15, what="the first attempt's escapee to be killed")
+    time.sleep(1.5)  # the second look for the first attempt's leftovers (1 s later) spares them too
+    assert not is_gone(second_escaped) and second.handle.poll() is None
+    second.handle.kill()
+    wait_for(lambda: is_gone(second_escaped), timeout=15, what="the second attempt's escapee, once it ended")
 
 
 def test_two_hundred_concurrent_runs_share_one_thread(jobs: Jobs) -> None:

@@ -40,6 +40,7 @@ from orchestra.runners.base import (
     is_shortage,
     json_type,
 )
+from orchestra.runners.leftovers import Leftovers, boot_ticks
 from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES, BoundedLogWriter
 from orchestra.runners.spawn import Child, HeldChild, hold, prepare, spawn
 
@@ -63,9 +64,11 @@ class _Tracked:
     (part of the handle's ident) is read while the PID is still ours.
     """
 
-    def __init__(self, child: Child, writer: BoundedLogWriter) -> None:
+    def __init__(self, child: Child, writer: BoundedLogWriter, run_id: str) -> None:
         self.child = child
         self.pid = child.pid
+        self.run_id = run_id
+        self.end_ticks = 0  # when its group was killed, in ticks after boot (see ``leftovers``)
         self.writer = writer
         self.pipe_fd = child.stdout
         os.set_blocking(self.pipe_fd, False)
@@ -110,6 +113,7 @@ class _Tracked:
         with self.lock:
             self._read_start_time()  # the last moment it can be read
             _killpg(self.pid, signal.SIGKILL)
+            self.end_ticks = boot_ticks()
             self.returncode = self.child.wait()
             self.reaped = True
         self.drain_deadline = time.monotonic() + drain_grace
@@ -154,6 +158,7 @@ def _killpg(pgid: int, sig: int) -> bool:
 
 
 _IDLE_EXIT = 5.0  # seconds an idle pump thread waits for the next job before it ends
+ATTEND_SWEEP_LATE = 4.0  # seconds past due after which the worker's thread looks for leftovers itself
 PARK_LIMIT = 0.05  # seconds the pump thread stays away after the worker's thread last attended
 
 
@@ -188,6 +193,7 @@ class _Pump:
         self._idle_since: float | None = None
         self._attended_at: float | None = None  # monotonic time of the last ``attend``; None: resting
         self._resume = threading.Event()
+        self._leftovers = Leftovers()  # what escaped ended jobs' groups, looked for from the thread
 
     def add(self, job: _Tracked, drain_grace: float) -> None:
         with self._lock:
@@ -212,6 +218,7 @@ class _Pump:
         try:
             self._register(self._take_incoming())
             self._work(thread=False)
+            self._sweep_leftovers(late_by=ATTEND_SWEEP_LATE)  # a loop that never rests still has them ended
         finally:
             self._working.release()
 
@@ -244,6 +251,7 @@ class _Pump:
                     self._work()
                 else:
                     self._check_clock()
+                self._sweep_leftovers()
 
     def _parked_for(self) -> float:
         """How much longer the thread stays away (0: not parked)."""
@@ -285,6 +293,8 @@ class _Pump:
     def _still_wanted(self) -> bool:
         """Idle: keep the thread for ``_IDLE_EXIT`` seconds (a burst of short jobs
         would otherwise start a thread per job), then end it. Called under the lock."""
+        if self._leftovers.pending():
+            return True
         now = time.monotonic()
         if self._idle_since is None:
             self._idle_since = now
@@ -313,9 +323,11 @@ class _Pump:
     def _timeout(self) -> float | None:
         """How long select may block: until the next drain deadline or exit poll."""
         now = time.monotonic()
+        leftovers = self._leftovers.due_in(now)
+        waits = [] if leftovers is None else [leftovers]
         if not self._jobs and self._idle_since is not None:
-            return max(0.0, _IDLE_EXIT - (now - self._idle_since))
-        waits = [j.drain_deadline - now for j in self._jobs if j.reaped]
+            waits.append(_IDLE_EXIT - (now - self._idle_since))
+        waits += [j.drain_deadline - now for j in self._jobs if j.reaped]
         if any(j.pidfd is None and not j.reaped for j in self._jobs):
             waits.append(_POLL_INTERVAL)
         return max(0.0, min(waits)) if waits else None
@@ -339,7 +351,17 @@ class _Pump:
 
     def _reap(self, job: _Tracked) -> None:
         job.reap(self._jobs[job])
+        self._leftovers.note(job.run_id, job.end_ticks)
         self._maybe_finish(job)
+
+    def _sweep_leftovers(self, late_by: float = 0.0) -> None:
+        """End what escaped the groups of jobs that ended (``leftovers``), once due (and
+        ``late_by`` seconds more), sparing the sessions of the jobs still running."""
+        due_in = self._leftovers.due_in(time.monotonic() - late_by)
+        if due_in is None or due_in > 0:
+            return
+        live = {job.pid for job in self._jobs if not job.reaped}
+        self._leftovers.sweep_if_due(time.monotonic(), live)
 
     def _check_clock(self) -> None:
         """Exit polling (no pidfd) and the drain deadline of escaped pipe holders."""
@@ -504,10 +526,10 @@ class ProcessRunner:
         except LaunchError:
             writer.close()
             raise
-        return self._track(child, writer, launch.grace)
+        return self._track(child, writer, launch.grace, run_id)
 
-    def _track(self, child: Child, writer: BoundedLogWriter, grace: float) -> ProcessHandle:
-        tracked = _Tracked(child, writer)
+    def _track(self, child: Child, writer: BoundedLogWriter, grace: float, run_id: str) -> ProcessHandle:
+        tracked = _Tracked(child, writer, run_id)
         tracked.pidfd = self._open_pidfd(child.pid)
         _shared_pump().add(tracked, self._drain_grace)
         return ProcessHandle(tracked, grace)
@@ -550,7 +572,7 @@ class ProcessRunner:
         except OSError:
             writer.close()
             raise
-        return self._track(held.child, writer, held.launch.grace)
+        return self._track(held.child, writer, held.launch.grace, held.launch.env["ORCHESTRA_RUN_ID"])
 
     def reap_orphan(self, ident: str) -> bool:
         """SIGKILL the group ``ident`` names if it still runs and is provably ours.
