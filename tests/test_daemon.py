@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -102,6 +105,26 @@ jobVariables: {terminationGracePeriod: 2s}
     wait_for(lambda: runs_json(daemon)[0]["state"] == "Cancelled", timeout=10, message="cancelled")
     assert time.monotonic() - asked < 1 + 2 + 3
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+
+
+def test_a_daemonized_process_does_not_outlive_its_run(workdir: Path, daemon_factory: Factory) -> None:
+    """A job that starts a daemon the classic way (double fork, setsid) and exits at once."""
+    (workdir / "specs" / "forker.yaml").write_text(deployment("forker", f"""
+command: ["{sys.executable}", "{Path(__file__).parent / 'jobs' / 'daemonize.py'}"]
+"""))
+    daemon = daemon_factory().start()
+    wait_for(lambda: "forker" in deployments(daemon), message="apply")
+    run_id = daemon.cli("run", "forker").stdout.strip()
+    wait_for(lambda: runs_json(daemon)[0]["state"] == "Completed", timeout=15, message="the run to complete")
+    escaped = int(daemon.cli("logs", run_id).stdout.split("started at")[1].splitlines()[1])
+    try:
+        wait_for(lambda: not Path(f"/proc/{escaped}").exists()
+                 or "Z" in Path(f"/proc/{escaped}/stat").read_text().rsplit(")", 1)[1].split()[0],
+                 timeout=15, message="the daemonized process to be killed")
+    finally:  # if it survived: still ours (its run id in its environment), not a recycled pid
+        with contextlib.suppress(OSError):
+            if f"ORCHESTRA_RUN_ID={run_id}".encode() in Path(f"/proc/{escaped}/environ").read_bytes():
+                os.kill(escaped, signal.SIGKILL)
 
 
 def test_sigterm_lets_short_jobs_finish_and_cancels_long_ones(workdir: Path, daemon_factory: Factory) -> None:
