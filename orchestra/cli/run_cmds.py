@@ -172,7 +172,7 @@ def worker_line(worker: dict[str, Any], now: datetime) -> str:
     seen = max(0.0, (now - datetime.fromisoformat(worker["seenAt"])).total_seconds())
     pools = ", ".join(worker["pools"]) or "none yet"
     if worker["state"] == "offline":
-        return f"Worker {worker['worker']} OFFLINE: no request for {seen:.0f}s (since {worker['seenAt']}); pools: {pools}."
+        return f"Worker {worker['worker']} OFFLINE: no request for {seen:.0f}s (since {_seconds(worker['seenAt'])}); pools: {pools}."
     return f"Worker {worker['worker']} online: claims from pools: {pools}; seen {seen:.0f}s ago."
 
 
@@ -180,13 +180,13 @@ def daemon_line(daemon: dict[str, Any], now: datetime) -> str:
     """One daemon as ``orchestra status`` prints it."""
     name = f"Daemon {daemon['host']}:{daemon['pid']}"
     if daemon["state"] == "stopped":
-        return f"{name} stopped at {daemon['stoppedAt']}."
+        return f"{name} stopped at {_seconds(daemon['stoppedAt'])}."
     seen = (now - datetime.fromisoformat(daemon["seenAt"])).total_seconds()
     if daemon["state"] == "unresponsive":
-        return (f"{name} UNRESPONSIVE: not seen for {seen:.0f}s (since {daemon['seenAt']}) and it did not stop: "
+        return (f"{name} UNRESPONSIVE: not seen for {seen:.0f}s (since {_seconds(daemon['seenAt'])}) and it did not stop: "
                 "killed, frozen, or its host gone.")
     return (f"{name} running: watching {', '.join(daemon['paths'])}, running the jobs of pools: {daemon['workers']}; "
-            f"started {daemon['startedAt']}, seen {max(0.0, seen):.0f}s ago.")
+            f"started {_seconds(daemon['startedAt'])}, seen {max(0.0, seen):.0f}s ago.")
 
 
 def register(group: click.Group) -> None:
