@@ -3,9 +3,11 @@ will not watch it, a symlink swapped to each new checkout, a directory made anew
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,21 @@ def point(link: Path, target: Path) -> None:
     temporary.replace(link)
 
 
+@contextlib.contextmanager
+def watching(tmp_path: Path, path: Path) -> Iterator[tuple[Daemon, Store]]:
+    """A started daemon watching ``path`` (its 30 s resync by default), without a worker."""
+    store = open_store(f"sqlite:///{tmp_path / 'o.db'}")
+    daemon = Daemon(store, None, DaemonSettings(paths=[path]))
+    try:
+        daemon.start()
+        yield daemon, store
+    finally:
+        daemon.stop()
+        if daemon.watcher is not None:
+            daemon.watcher.stop()
+        store.close()
+
+
 def applied_limit(daemon: Daemon, store: Store, limit: int, message: str) -> None:
     """Pass the loop until the pool's limit is ``limit``: well before the 30 s resync,
     so only a watch (or following the path) can have noticed."""
@@ -82,10 +99,7 @@ def test_a_symlink_swapped_to_a_new_checkout_is_followed(tmp_path: Path) -> None
     directory and ``current`` is swapped to it; the old one is left (deleted later)."""
     current = tmp_path / "current"
     current.symlink_to(checkout(tmp_path, "rev1", 1).name)
-    store = open_store(f"sqlite:///{tmp_path / 'o.db'}")
-    daemon = Daemon(store, None, DaemonSettings(paths=[current]))  # resync_interval: 30 s by default
-    try:
-        daemon.start()
+    with watching(tmp_path, current) as (daemon, store):
         assert store.get_resource("WorkPool", "local").spec["concurrencyLimit"] == 1
         point(current, checkout(tmp_path, "rev2", 2))  # nothing under the watched rev1 changes
         applied_limit(daemon, store, 2, "the swap to rev2 applied")
@@ -96,20 +110,12 @@ def test_a_symlink_swapped_to_a_new_checkout_is_followed(tmp_path: Path) -> None
         (tmp_path / "rev2" / "pool.yaml").write_text(pool_spec(9))  # no longer what the specs are
         (tmp_path / "rev3" / "pool.yaml").write_text(pool_spec(5))
         applied_limit(daemon, store, 5, "an edit under rev3 applied")
-    finally:
-        daemon.stop()
-        assert daemon.watcher is not None
-        daemon.watcher.stop()
-        store.close()
 
 
 @pytest.mark.timeout(60)
 def test_a_spec_directory_removed_and_made_again_is_watched_again(tmp_path: Path) -> None:
     specs = checkout(tmp_path, "specs", 1)
-    store = open_store(f"sqlite:///{tmp_path / 'o.db'}")
-    daemon = Daemon(store, None, DaemonSettings(paths=[specs]))
-    try:
-        daemon.start()
+    with watching(tmp_path, specs) as (daemon, store):
         shutil.rmtree(specs)
         wait_for(lambda: daemon.run_once() is not None and daemon.specs.last_errors,
                  timeout=5, interval=0.05, message="the missing directory reported")
@@ -119,8 +125,3 @@ def test_a_spec_directory_removed_and_made_again_is_watched_again(tmp_path: Path
         applied_limit(daemon, store, 2, "the new directory applied")
         (specs / "pool.yaml").write_text(pool_spec(3))
         applied_limit(daemon, store, 3, "an edit in the new directory applied")
-    finally:
-        daemon.stop()
-        assert daemon.watcher is not None
-        daemon.watcher.stop()
-        store.close()
