@@ -125,3 +125,27 @@ def test_a_spec_directory_removed_and_made_again_is_watched_again(tmp_path: Path
         applied_limit(daemon, store, 2, "the new directory applied")
         (specs / "pool.yaml").write_text(pool_spec(3))
         applied_limit(daemon, store, 3, "an edit in the new directory applied")
+
+
+@pytest.mark.timeout(60)
+def test_a_new_target_that_cannot_be_watched_is_looked_at_every_second(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    current = tmp_path / "current"
+    current.symlink_to(checkout(tmp_path, "rev1", 1).name)
+    with watching(tmp_path, current) as (daemon, store), caplog.at_level(logging.INFO, logger="orchestra.daemon"):
+        assert daemon.watcher is not None
+        # A fake, as above: this machine does not run out of inotify watches.
+        def refuse(*_: object, **__: object) -> None:
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+        monkeypatch.setattr(daemon.watcher.observer, "schedule", refuse)
+        point(current, checkout(tmp_path, "rev2", 2))
+        applied_limit(daemon, store, 2, "the swap applied though rev2 cannot be watched")
+        (tmp_path / "rev2" / "pool.yaml").write_text(pool_spec(3))  # no event: found by the resync
+        applied_limit(daemon, store, 3, "an edit under the unwatched rev2 applied")
+        warnings = [r for r in caplog.records if "cannot watch a spec path" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING  # not one per look
+        assert sum("leads somewhere else" in r.getMessage() for r in caplog.records) == 1
+        monkeypatch.undo()  # watches can be made again: the next look makes one
+        wait_for(lambda: daemon.run_once() is not None and daemon.watcher is not None and daemon.watcher.complete,
+                 timeout=5, interval=0.05, message="rev2 watched")

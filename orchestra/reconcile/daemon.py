@@ -384,13 +384,14 @@ class Daemon:
         was_complete = self.watcher.complete
         try:
             moved = self.watcher.follow()
-        except OSError as err:
+        except OSError as err:  # tried again at the next look; meanwhile the resync looks every second
             (log.warning if was_complete else log.debug)(
                 "cannot watch a spec path where it leads now (%s); looking for changes every %.0fs "
                 "until it can be", err, UNWATCHED_RESYNC)
-            moved = True
+            moved = was_complete  # read the specs once, not at every failed look
         if moved:
-            log.info("a spec path leads to another directory now: watching it there and reading the specs again")
+            log.info("a spec path leads somewhere else now (a swapped symlink, a directory made anew, or "
+                     "nothing): watching it there and reading the specs again")
             self.spec_changed()
 
     def _current_resync_interval(self) -> float:
