@@ -107,6 +107,18 @@ jobVariables: {terminationGracePeriod: 2s}
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
 
 
+def test_sighup_reads_the_specs_again_and_keeps_the_daemon_running(workdir: Path, daemon_factory: Factory) -> None:
+    daemon = daemon_factory().start()
+    daemon.ready()
+    checked = json.loads(daemon.cli("status", "-o", "json").stdout)["specs"]["checkedAt"]
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: json.loads(daemon.cli("status", "-o", "json").stdout)["specs"]["checkedAt"] != checked,
+             timeout=10, message="the specs read again")
+    assert "received SIGHUP: reading the specs again" in daemon.output()
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert daemon.stop() == 0  # and it still stops cleanly
+
+
 def test_a_daemonized_process_does_not_outlive_its_run(workdir: Path, daemon_factory: Factory) -> None:
     """A job that starts a daemon the classic way (double fork, setsid) and exits at once."""
     (workdir / "specs" / "forker.yaml").write_text(deployment("forker", f"""

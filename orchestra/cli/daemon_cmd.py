@@ -18,7 +18,7 @@ import click
 
 from orchestra.cli.context import AppContext
 from orchestra.cli.logging_config import configure_logging
-from orchestra.cli.serving import duration_seconds, stop_on_signals
+from orchestra.cli.serving import duration_seconds, reread_on_hangup, stop_on_signals
 from orchestra.cli.tokens import TOKEN_ENV, read_token
 from orchestra.reconcile.daemon import Daemon, DaemonSettings
 from orchestra.runners.available import available_runners
@@ -80,6 +80,7 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
     server = (_api_server(app.store, app, list(paths), prune, host, port, api_token_file, instance.loop_quiet_for)
               if api else None)
     stop_on_signals(instance, log)
+    reread_on_hangup(instance.spec_changed, log)
     log.info("orchestra daemon watching %s (store %s, workers: %s)", ", ".join(map(str, paths)),
              app.settings.db_url or app.settings.state_dir / "orchestra.db", workers)
     if server is not None:

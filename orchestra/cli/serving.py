@@ -1,10 +1,11 @@
 """What the two long-running commands, ``orchestra daemon`` and ``orchestra worker``, share:
-duration options and a clean stop on SIGTERM/SIGINT."""
+duration options and a clean stop on SIGTERM/SIGINT (and, for the daemon, SIGHUP to read the specs again)."""
 
 from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
@@ -36,3 +37,14 @@ def stop_on_signals(instance: Stoppable, log: logging.Logger) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+
+
+def reread_on_hangup(reread: Callable[[], None], log: logging.Logger) -> None:
+    """SIGHUP reads the specs again at once, as ``systemctl reload`` and ``kill -HUP``
+    ask of a daemon (its default action would end the daemon without a clean stop).
+    ``reread`` must be safe in a signal handler."""
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        log.info("received SIGHUP: reading the specs again")
+        reread()
+
+    signal.signal(signal.SIGHUP, handle)

@@ -168,6 +168,8 @@ class Daemon:
         self._wake.set()
 
     def spec_changed(self) -> None:
+        """The tree may have changed (a watch event, SIGHUP): read it after the debounce.
+        Safe in a signal handler: sets attributes and writes a byte, takes no lock."""
         now = time.monotonic()
         if self.specs.dirty_since is None:
             self.specs.dirty_since = now
