@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
+from orchestra.reconcile.presence import Presence
+from orchestra.store import open_store
 from tests.conftest import DEPLOYMENT, POOL, REPO, CliResult
 
 Cli = Callable[..., CliResult]
@@ -45,8 +48,13 @@ def test_get_table_in_a_pipe_is_plain(cli: Cli, write: Write) -> None:
     assert "\x1b[" not in out
 
 
-def test_run_says_which_pause_holds_it_back(cli: Cli, write: Write) -> None:
+def test_run_says_what_holds_it_back(cli: Cli, write: Write, tmp_path: Path) -> None:
     applied(cli, write)
+    alone = cli("run", "hello")
+    assert alone.code == 0 and alone.err == ("Note: no running daemon or online worker serves pool 'local' "
+                                             "(see `orchestra status`): the run waits until one does\n")
+    with open_store(cwd=tmp_path) as store:  # a daemon running every pool's jobs says it is alive
+        Presence(store, lambda: datetime.now(UTC), {"paths": ["specs"], "workers": "all"}).beat()
     free = cli("run", "hello")
     assert free.code == 0 and free.err == "", free.err
     assert cli("pause", "deployment", "hello").code == 0

@@ -20,6 +20,7 @@ from orchestra.cli.job_cmds import job_var_option, param_option
 from orchestra.cli.output import emit_data, emit_table, output_option
 from orchestra.diagnostics import Diagnostic
 from orchestra.errors import NotFound
+from orchestra.reconcile import presence
 from orchestra.reconcile.operations import KIND_BY_NOUN
 from orchestra.store import TERMINAL
 
@@ -40,8 +41,8 @@ def run_command(app: AppContext, deployment: str, params: tuple[str, ...], job_v
     run = app.backend.create_run(deployment, parse_assignments(params, "--param", resource["spec"].get("parameterSchema")),
                                  parse_assignments(job_vars, "--job-var"))
     click.echo(json.dumps({"id": run["id"]}) if fmt == "json" else run["id"])
-    for pause in _pauses_holding(app.backend, resource):
-        click.echo(f"Note: {pause}", err=True)
+    for note in [*_pauses_holding(app.backend, resource), *_nobody_serving(app.backend, resource["spec"]["pool"])]:
+        click.echo(f"Note: {note}", err=True)
     if watch:
         final = _watch(app.backend, run["id"])
         if final["state"] != "Completed":
@@ -60,6 +61,15 @@ def _pauses_holding(backend: Backend, deployment: dict[str, Any]) -> list[str]:
             continue
     return [f"{resource['kind']}/{resource['name']} is paused: the run waits until "
             f"`orchestra resume {noun} {resource['name']}`" for noun, resource in held if resource.get("paused")]
+
+
+def _nobody_serving(backend: Backend, pool: str) -> list[str]:
+    """Said at once when no running daemon or online worker runs the pool's jobs: the
+    run would wait, and a ``--watch`` show nothing happen, until one starts."""
+    if presence.serving(pool, backend.daemons(), backend.workers()):
+        return []
+    return [f"no running daemon or online worker serves pool {pool!r} (see `orchestra status`): "
+            "the run waits until one does"]
 
 
 def _watch(backend: Backend, run_id: str) -> dict[str, Any]:
