@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -84,7 +86,7 @@ def test_documents_of_daemons_gone_for_a_day_are_forgotten(store: Store) -> None
     store.put_status("spec_status", {"ok": True})  # not a daemon's
     mine = presence.Presence(store, clock, {})
     mine.beat()
-    mine.forget_old()
+    mine.tidy()
     assert sorted(store.list_status("daemon:")) == sorted(["daemon:elsewhere:9", mine.key])
     assert store.get_status("spec_status") == {"ok": True}
 
@@ -107,8 +109,28 @@ def test_a_remote_worker_is_noted_by_its_requests_and_its_pools_by_its_claims(st
     assert not presence.serving("gpu", [], presence.workers(store, clock()))
 
 
+def test_a_daemon_killed_outright_is_marked_gone_by_the_next_one_on_its_host(store: Store) -> None:
+    clock = Clock()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    here = socket.gethostname()
+    base = {"paths": ["specs"], "workers": "all", "startedAt": T0.isoformat(), "stoppedAt": None}
+    store.put_status("daemon:killed", {**base, "host": here, "pid": int(dead.stdout), "seenAt": T0.isoformat()})
+    store.put_status("daemon:alive", {**base, "host": here, "pid": os.getppid(), "seenAt": T0.isoformat()})
+    store.put_status("daemon:elsewhere", {**base, "host": "other-host", "pid": 1, "seenAt": T0.isoformat()})
+    clock.now = T0 + timedelta(minutes=5)
+    successor = presence.Presence(store, clock, {"paths": ["specs"], "workers": "all"})
+    successor.beat()
+    successor.tidy()
+    states = {d["pid"]: d["state"] for d in presence.daemons(store, clock())}
+    assert states[int(dead.stdout)] == "gone"  # its pid is no more: killed, then restarted
+    assert states[os.getppid()] == "unresponsive"  # still there (frozen?): not for us to say
+    assert states[1] == "unresponsive"  # another host's: cannot be looked at from here
+    assert states[os.getpid()] == "running"
+
+
 @pytest.mark.timeout(90)
-def test_status_shows_the_daemon_running_then_stopped(daemon_factory: Callable[..., DaemonProcess]) -> None:
+def test_status_shows_a_daemon_running_stopped_and_gone(daemon_factory: Callable[..., DaemonProcess]) -> None:
     daemon = daemon_factory().start()
     daemon.ready()
     shown = json.loads(daemon.cli("status", "-o", "json").stdout)
@@ -122,6 +144,19 @@ def test_status_shows_the_daemon_running_then_stopped(daemon_factory: Callable[.
     [stopped] = json.loads(daemon.cli("status", "-o", "json").stdout)["daemons"]
     assert stopped["state"] == "stopped" and stopped["stoppedAt"]
     assert "stopped at" in daemon.cli("status").stdout
+
+    killed = daemon_factory().start()
+    killed.ready()
+    assert killed.proc is not None
+    killed.kill9()
+    successor = daemon_factory().start()
+    successor.ready()
+    assert successor.proc is not None
+    states = {d["pid"]: d["state"] for d in json.loads(successor.cli("status", "-o", "json").stdout)["daemons"]}
+    assert states == {daemon.proc.pid: "stopped", killed.proc.pid: "gone", successor.proc.pid: "running"}
+    assert f"Daemon {socket.gethostname()}:{killed.proc.pid} gone: it ended without stopping" in \
+        successor.cli("status").stdout
+    assert successor.stop() == 0
 
 
 @pytest.mark.timeout(90)

@@ -86,8 +86,10 @@ class DaemonOut(BaseModel):
     startedAt: str
     seenAt: str = Field(description="When its loop last said it came round (every 10 s), or when it stopped.")
     stoppedAt: str | None
-    state: Literal["running", "stopped", "unresponsive"] = Field(description=(
-        "`unresponsive`: neither seen for 30 s nor stopped: killed, frozen, or its host gone."))
+    goneAt: str | None = Field(None, description="When a later daemon on its host found it ended without stopping.")
+    state: Literal["running", "stopped", "gone", "unresponsive"] = Field(description=(
+        "`gone`: ended without stopping, found so by a later daemon on its host; `unresponsive`: "
+        "neither seen for 30 s nor stopped: killed, frozen, or its host gone."))
 
 
 class DaemonsOut(BaseModel):

@@ -191,6 +191,9 @@ def daemon_line(daemon: dict[str, Any], now: datetime) -> str:
     name = f"Daemon {daemon['host']}:{daemon['pid']}"
     if daemon["state"] == "stopped":
         return f"{name} stopped at {_seconds(daemon['stoppedAt'])}."
+    if daemon["state"] == "gone":
+        return (f"{name} gone: it ended without stopping (killed?) after {_seconds(daemon['seenAt'])}; "
+                f"a later daemon on its host found it so at {_seconds(daemon['goneAt'])}.")
     seen = (now - datetime.fromisoformat(daemon["seenAt"])).total_seconds()
     if daemon["state"] == "unresponsive":
         return (f"{name} UNRESPONSIVE: not seen for {seen:.0f}s (since {_seconds(daemon['seenAt'])}) and it did not stop: "

@@ -202,7 +202,7 @@ class Daemon:
                 log.info("recovered %d run(s) left by a previous daemon", len(recovered))
         with contextlib.suppress(StoreError):  # the loop's passes write it again
             self.presence.beat()
-            self.presence.forget_old()
+            self.presence.tidy()
 
     def _start_watching(self) -> None:
         """Watch the spec tree; where the system refuses (inotify's limits on watches or

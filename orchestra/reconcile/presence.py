@@ -5,7 +5,9 @@ its runs then sit still with nothing in the store saying why. So each daemon
 process keeps a status document of its own (``daemon:HOST:PID:RANDOM``): what it
 watches and runs, when it started, and when its loop last came round
 (``seenAt``, rewritten every ``BEAT_EVERY`` seconds, from the loop itself so
-that a loop that hangs stops it). A clean stop says so (``stoppedAt``).
+that a loop that hangs stops it). A clean stop says so (``stoppedAt``); a daemon
+that finds, at its start, that an earlier one on its host is no longer there
+says so for it (``goneAt``).
 ``orchestra status`` and ``GET /api/v1/daemons`` read these documents and
 tell a running daemon from a stopped one and from one that went quiet without
 stopping. Documents of daemons gone for ``FORGET_AFTER`` are deleted by the
@@ -65,12 +67,20 @@ class Presence:
         now = self._clock().isoformat()
         self._store.put_status(self.key, {**self._document, "seenAt": now, "stoppedAt": now})
 
-    def forget_old(self) -> None:
-        """Delete the documents of daemons neither seen nor stopped within ``FORGET_AFTER``."""
+    def tidy(self) -> None:
+        """At start: delete the documents of daemons and workers gone for ``FORGET_AFTER``,
+        and mark ``gone`` those of earlier daemons on this host whose process no longer
+        exists (killed outright, then restarted: the usual case, which would otherwise
+        read as unresponsive for a day)."""
         cutoff = self._clock() - FORGET_AFTER
         documents = {**self._store.list_status(PREFIX), **self._store.list_status(WORKER_PREFIX)}
         self._store.delete_status([key for key, document in documents.items()
                                    if key != self.key and _seen(document) < cutoff])
+        for key, document in documents.items():
+            if (key.startswith(PREFIX) and key != self.key and _seen(document) >= cutoff
+                    and not document.get("stoppedAt") and not document.get("goneAt")
+                    and document.get("host") == self._document["host"] and not _alive(document["pid"])):
+                self._store.put_status(key, {**document, "goneAt": self._clock().isoformat()})
 
 
 class WorkerRoster:
@@ -111,18 +121,20 @@ def worker_key(worker: str) -> str:
 
 
 def daemons(store: Store, now: datetime) -> list[dict[str, Any]]:
-    """Every daemon's document with its ``state``: ``running``, ``stopped``, or
-    ``unresponsive`` (not seen for ``QUIET_AFTER``: killed, frozen, or its host gone),
-    the ones seen last first."""
+    """Every daemon's document with its ``state``: ``running``, ``stopped``, ``gone``
+    (ended without stopping, found so by a later daemon on its host), or ``unresponsive``
+    (not seen for ``QUIET_AFTER``: killed, frozen, or its host gone), the ones seen last first."""
     found = []
     for document in store.list_status(PREFIX).values():
         if document.get("stoppedAt"):
             state = "stopped"
+        elif document.get("goneAt"):
+            state = "gone"
         elif now - _seen(document) > QUIET_AFTER:
             state = "unresponsive"
         else:
             state = "running"
-        found.append({**document, "state": state})
+        found.append({**document, "goneAt": document.get("goneAt"), "state": state})
     return sorted(found, key=_seen, reverse=True)
 
 
@@ -140,6 +152,20 @@ def serving(pool: str, daemons_found: list[dict[str, Any]], workers_found: list[
         if daemon["state"] == "running" and (daemon["workers"] == "all" or pool in daemon["workers"].split(",")):
             return True
     return any(worker["state"] == "online" and pool in worker["pools"] for worker in workers_found)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists here (this process's own pid is a successor's,
+    in a container restarted as pid 1 again); one of another user counts as alive."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _seen(document: dict[str, Any]) -> datetime:
