@@ -7,7 +7,7 @@ under a shell that gives it a group of its own. It would outlive its run,
 unseen (systemd and Nomad reach such a process through a cgroup, Kubernetes
 through the container; a plain process has neither). Every job carries
 ``ORCHESTRA_RUN_ID`` in its environment, and its processes inherit it, so a
-second or so after a job ends (ends in between share one look through
+second or so after a job ends (ends close together share one look through
 ``/proc``), every process that carries the run id is killed with its group,
 if it started no later than the job ended (a later attempt of the same run is
 not touched) and is not part of a job that still runs here. It is looked for
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 log = logging.getLogger("orchestra.runners.process")
 
-SWEEP_DELAY = 1.0  # seconds from a job's end to the look for its leftovers
+SWEEP_DELAY = 1.0  # seconds from a job's end to the look for its leftovers, and between looks
+SHARE_AFTER = 0.5  # seconds a job must have ended before a look that another job's end brought
 LOOKS = 2  # looks per ended job
 _TICKS = os.sysconf("SC_CLK_TCK")
 _NEEDLE = b"\0ORCHESTRA_RUN_ID="
@@ -44,6 +45,7 @@ def boot_ticks() -> int:
 class _Ended:
     end_ticks: int
     looks_left: int
+    next_look: float  # monotonic time
 
 
 @dataclass(frozen=True)
@@ -55,38 +57,44 @@ class Leftover:
 
 class Leftovers:
     """Ended jobs whose escaped processes are still to be looked for. Not thread-safe:
-    the process pump owns it (under its working lock) and sweeps from its own thread."""
+    the process pump owns it (under its working lock) and sweeps from its own thread.
+
+    A job's first look comes ``SWEEP_DELAY`` after its end; jobs that ended at least
+    ``SHARE_AFTER`` before a look share it, and are looked at again ``SWEEP_DELAY`` later.
+    """
 
     def __init__(self) -> None:
         self._ended: dict[str, _Ended] = {}
-        self._due: float | None = None  # monotonic time of the next look
 
     def note(self, run_id: str, end_ticks: int) -> None:
         """A job of ``run_id`` ended at ``end_ticks`` (its group already killed)."""
-        self._ended[run_id] = _Ended(end_ticks, LOOKS)
-        if self._due is None:
-            self._due = time.monotonic() + SWEEP_DELAY
+        self._ended[run_id] = _Ended(end_ticks, LOOKS, time.monotonic() + SWEEP_DELAY)
 
     def pending(self) -> bool:
         return bool(self._ended)
 
     def due_in(self, now: float) -> float | None:
         """Seconds until the next look; None if there is nothing to look for."""
-        return None if self._due is None else max(0.0, self._due - now)
+        if not self._ended:
+            return None
+        return max(0.0, min(entry.next_look for entry in self._ended.values()) - now)
 
     def sweep_if_due(self, now: float, live_sessions: Collection[int]) -> list[Leftover]:
         """Kill what the ended jobs left behind (see the module doc), unless it belongs to
         ``live_sessions`` (the sessions of jobs still running here); what was killed."""
-        if self._due is None or now < self._due:
+        due_in = self.due_in(now)
+        if due_in is None or due_in > 0:
             return []
-        ended, self._ended = self._ended, {}
-        found = find(ended, live_sessions)
+        share = now + SWEEP_DELAY - SHARE_AFTER
+        looked = {run_id: entry for run_id, entry in self._ended.items() if entry.next_look <= share}
+        found = find(looked, live_sessions)
         for item in found:
             _kill(item)
-        for run_id, entry in ended.items():
-            if entry.looks_left > 1 and run_id not in self._ended:
-                self._ended[run_id] = _Ended(entry.end_ticks, entry.looks_left - 1)
-        self._due = time.monotonic() + SWEEP_DELAY if self._ended else None
+        for run_id, entry in looked.items():
+            entry.looks_left -= 1
+            entry.next_look = now + SWEEP_DELAY
+            if entry.looks_left <= 0:
+                del self._ended[run_id]
         if found:
             log.info("killed %d process(es) that outlived their job outside its process group: %s",
                      len(found), ", ".join(f"pid {item.pid} (run {item.run_id})" for item in found))
