@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestra.store import Store
+from orchestra.workers.identity import pid_exists
 
 PREFIX = "daemon:"
 WORKER_PREFIX = "worker:"
@@ -155,17 +156,9 @@ def serving(pool: str, daemons_found: list[dict[str, Any]], workers_found: list[
 
 
 def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists here (this process's own pid is a successor's,
-    in a container restarted as pid 1 again); one of another user counts as alive."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether a process ``pid`` exists here; this process's own pid is a successor's
+    (a container restarted as pid 1 again)."""
+    return pid != os.getpid() and pid_exists(pid)
 
 
 def _seen(document: dict[str, Any]) -> datetime:

@@ -55,7 +55,7 @@ def local_worker_alive(worker: str) -> bool | None:
     if parsed is None or parsed.host != socket.gethostname():
         return None
     if parsed.start == UNKNOWN_START:
-        return _pid_exists(parsed.pid)
+        return pid_exists(parsed.pid)
     stat = _read_stat(parsed.pid)
     if stat is None or stat[0] in "ZXx":  # a zombie daemon is a dead daemon
         return False
@@ -78,7 +78,8 @@ def _read_stat(pid: int) -> tuple[str, str] | None:
     return fields[0].decode(), fields[19].decode()
 
 
-def _pid_exists(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists here (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
