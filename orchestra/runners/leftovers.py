@@ -65,19 +65,21 @@ class Leftovers:
 
     def __init__(self) -> None:
         self._ended: dict[str, _Ended] = {}
+        self._due: float | None = None  # the earliest next look; asked at every pass of a burst
 
     def note(self, run_id: str, end_ticks: int) -> None:
         """A job of ``run_id`` ended at ``end_ticks`` (its group already killed)."""
-        self._ended[run_id] = _Ended(end_ticks, LOOKS, time.monotonic() + SWEEP_DELAY)
+        entry = _Ended(end_ticks, LOOKS, time.monotonic() + SWEEP_DELAY)
+        self._ended[run_id] = entry
+        if self._due is None:  # entries noted later are due later
+            self._due = entry.next_look
 
     def pending(self) -> bool:
         return bool(self._ended)
 
     def due_in(self, now: float) -> float | None:
         """Seconds until the next look; None if there is nothing to look for."""
-        if not self._ended:
-            return None
-        return max(0.0, min(entry.next_look for entry in self._ended.values()) - now)
+        return None if self._due is None else max(0.0, self._due - now)
 
     def sweep_if_due(self, now: float, live_sessions: Collection[int]) -> list[Leftover]:
         """Kill what the ended jobs left behind (see the module doc), unless it belongs to
@@ -87,7 +89,7 @@ class Leftovers:
             return []
         share = now + SWEEP_DELAY - SHARE_AFTER
         looked = {run_id: entry for run_id, entry in self._ended.items() if entry.next_look <= share}
-        found = find(looked, live_sessions)
+        found = find(looked, live_sessions) if looked else []
         for item in found:
             _kill(item)
         for run_id, entry in looked.items():
@@ -95,6 +97,7 @@ class Leftovers:
             entry.next_look = now + SWEEP_DELAY
             if entry.looks_left <= 0:
                 del self._ended[run_id]
+        self._due = min((entry.next_look for entry in self._ended.values()), default=None)
         if found:
             log.info("killed %d process(es) that outlived their job outside its process group: %s",
                      len(found), ", ".join(f"pid {item.pid} (run {item.run_id})" for item in found))
