@@ -127,7 +127,7 @@ def pids(workdir: Path, count: int) -> list[int]:
 def test_a_remote_worker_runs_the_job_and_its_log_and_states_reach_the_daemon(
         daemon: DaemonProcess, workers: Callable[..., WorkerProcess]) -> None:
     url = api_url(daemon)
-    worker = workers(url, "remote-a")
+    worker = workers(url, "remote-a", TOKEN, "--health-port", "0", "--health-host", "127.0.0.1")
     with client(url) as api:
         run_id = trigger(api, "greet")
         final = run_where(api, run_id, lambda r: r["state"] in TERMINAL, "the run to end")
@@ -143,6 +143,11 @@ def test_a_remote_worker_runs_the_job_and_its_log_and_states_reach_the_daemon(
     assert [(d["workers"], d["state"]) for d in shown["daemons"]] == [("none", "running")]
     assert [(w["worker"], w["pools"], w["state"]) for w in shown["workers"]] == [("remote-a", ["local"], "online")]
     assert "Worker remote-a online: claims from pools: local; seen" in daemon.cli("status").stdout
+    health = re.search(r"health check listening on (http://\S+)", worker.output())
+    assert health, worker.output()
+    answer = httpx.get(health.group(1), timeout=10)
+    assert answer.status_code == 200 and answer.json()["status"] == "ok"
+    assert 0 <= answer.json()["loopSecondsAgo"] < 60  # its loop has come round
 
 
 def test_heartbeat_loss_crashes_or_retries_the_runs_and_the_revoked_worker_kills_its_jobs(

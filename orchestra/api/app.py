@@ -33,10 +33,10 @@ from orchestra.api.routes_specs import specs_router
 from orchestra.api.schemas import Health, Problem
 from orchestra.api.settings import ApiSettings
 from orchestra.api.strict import reject_unknown_query
+from orchestra.reconcile.presence import LOOP_STALLED
 from orchestra.store import Store
 
 TITLE = "orchestra"
-LOOP_STALLED = 60.0  # seconds without a pass of the daemon's loop before the health check fails
 DESCRIPTION = ("Declarative workflow orchestration: resources, runs, logs and run events. "
                "See docs/api.md for examples.")
 PLACEHOLDER = """<!doctype html>

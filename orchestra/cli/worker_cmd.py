@@ -13,8 +13,10 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -23,6 +25,9 @@ from orchestra.cli.logging_config import configure_logging
 from orchestra.cli.serving import duration_seconds, stop_on_signals
 from orchestra.cli.tokens import TOKEN_ENV, read_token
 from orchestra.runners.available import available_runners
+
+if TYPE_CHECKING:
+    from orchestra.remote.health import HealthServer
 
 log = logging.getLogger("orchestra.worker")
 URL_ENV = "ORCHESTRA_API_URL"
@@ -54,12 +59,18 @@ URL_ENV = "ORCHESTRA_API_URL"
 @click.option("--keep-logs", metavar="DURATION",
               help="Delete this machine's copies of job logs last written longer ago than this (e.g. 7d), "
                    "once sent to the daemon, which keeps its own (default: keep them all).")
+@click.option("--health-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve GET /health on this port for a supervisor (a Kubernetes liveness probe): 503 when "
+                   "the worker's loop has not come round for 60s (0: any free port; default: no server).")
+@click.option("--health-host", default="0.0.0.0", show_default=True, metavar="HOST",
+              help="Address of the health check (it says only whether the loop turns).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"]), default="INFO", show_default=True)
 @click.pass_obj
 def worker(app: AppContext, pool: str, queues: tuple[str, ...], limit: int | None, api_url: str | None,
            api_token_file: Path | None, name: str | None, lease: str, poll: str, shutdown_grace: str,
-           base_dir: Path, log_dir: Path | None, keep_logs: str | None, log_format: str, log_level: str) -> None:
+           base_dir: Path, log_dir: Path | None, keep_logs: str | None, health_port: int | None, health_host: str,
+           log_format: str, log_level: str) -> None:
     """Claim runs of POOL through the daemon's API and run their jobs on this machine."""
     configure_logging(log_format, log_level)
     from orchestra.client import ApiClient
@@ -79,7 +90,24 @@ def worker(app: AppContext, pool: str, queues: tuple[str, ...], limit: int | Non
         stop_on_signals(instance, log)
         log.info("orchestra worker %s serving pool %s%s from %s", worker_id, pool,
                  f" (queues {', '.join(queues)})" if queues else "", url)
-        instance.serve()
+        health = _health_server(health_host, health_port, instance.loop_quiet_for) if health_port is not None else None
+        try:
+            instance.serve()
+        finally:
+            if health is not None:
+                health.stop()
+
+
+def _health_server(host: str, port: int, loop_quiet_for: Callable[[], float | None]) -> HealthServer:
+    from orchestra.remote.health import HealthServer
+
+    try:
+        server = HealthServer(host, port, loop_quiet_for)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve the health check on {host}:{port}: {exc.strerror or exc}") from None
+    server.start()
+    log.info("health check listening on %s", server.url)
+    return server
 
 
 def default_name() -> str:

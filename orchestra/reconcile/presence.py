@@ -40,6 +40,7 @@ WORKER_PREFIX = "worker:"
 BEAT_EVERY = 10.0  # seconds between two writes of a daemon's seenAt
 QUIET_AFTER = timedelta(seconds=3 * BEAT_EVERY)  # not seen for longer: reported unresponsive
 FORGET_AFTER = timedelta(days=1)
+LOOP_STALLED = 60.0  # seconds without a pass of a loop before health checks fail (daemon and worker)
 
 
 class Presence:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,6 +69,7 @@ class RemoteWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._failures = 0
+        self._last_pass: float | None = None  # monotonic time the loop last came round
 
     def wake(self) -> None:
         self._wake.set()
@@ -84,6 +86,7 @@ class RemoteWorker:
             self._start()
             while not self._stop.is_set():
                 wait = self._guarded_pass()
+                self._last_pass = time.monotonic()
                 if not self._wake.is_set():
                     self.worker.rest()  # the loop sleeps: the runners follow their jobs themselves
                 self._wake.wait(wait)
@@ -96,6 +99,14 @@ class RemoteWorker:
                 self.shipper.stop()
                 self.journal.close()
             log.info("stopped")
+
+    def loop_quiet_for(self) -> float | None:
+        """Seconds since the loop last came round (a failed pass counts: the daemon may be
+        down, which restarting this worker would not mend); None while it starts or
+        stops. Safe from any thread (the health check's)."""
+        if self._last_pass is None or self._stop.is_set():
+            return None
+        return time.monotonic() - self._last_pass
 
     def _start(self) -> None:
         """Clean up what earlier workers on this machine left: jobs of a worker that died
