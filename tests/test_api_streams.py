@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from orchestra.api.feed import EventFeed
 from orchestra.api.routes_logs import decode_page
 from orchestra.store import CANCELLED, COMPLETED, PENDING, RUNNING
 from tests.api_fixtures import LiveApi, api_factory_fixture, api_fixture  # noqa: F401
@@ -199,6 +201,24 @@ def test_events_resume_after_last_event_id(api: LiveApi) -> None:
         assert (missed["data"]["runId"], missed["data"]["reason"]) == (second, "two")
         assert int(missed["id"]) > int(seen["id"])
         assert reader.nothing_within(0.3)
+
+
+def test_a_change_made_once_the_headers_arrive_is_sent(api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A browser's EventSource is open when the headers arrive, and the UI then looks
+    again: a change made from that moment on must come as an event. A slow start
+    (a busy store) widens the window the stream once passed over."""
+    run_id = api.create_run()["id"]
+    resume = EventFeed.resume
+
+    def slow_resume(feed: EventFeed, event_id: int | None) -> tuple[list[Any], int]:
+        time.sleep(0.5)
+        return resume(feed, event_id)
+
+    monkeypatch.setattr(EventFeed, "resume", slow_resume)
+    with api.client.stream("GET", "/api/v1/events", timeout=10) as response:
+        api.store.transition(run_id, CANCELLED, "right after the headers")  # not waiting for the first comment
+        reader = EventReader(response)
+        assert reader.next()["data"]["reason"] == "right after the headers"
 
 
 def test_events_filter_by_deployment(api: LiveApi) -> None:
