@@ -130,17 +130,6 @@ def test_a_cursor_is_read_back_only_for_its_own_container(tmp_path: Path) -> Non
     assert LogCursor.read(tmp_path / "r.log", "other") == Position()
 
 
-@pytest.mark.parametrize(("host", "words"), [("tcp://127.0.0.1:1", "connection refused"),
-                                             ("unix:///nonexistent/docker.sock", "no socket there")])
-def test_an_unreachable_engine_is_a_launch_error(host: str, words: str, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("docker")
-    monkeypatch.setenv("DOCKER_HOST", host)
-    runner = DockerRunner(tmp_path)
-    with pytest.raises(LaunchError, match=f"cannot reach the Docker engine at {host}: {words}"):
-        runner.start("r1", {"image": TEST_IMAGE, "command": ["true"]}, tmp_path / "r1.log")
-
-
 def test_a_foreign_ident_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a docker runner ident"):
         DockerRunner(tmp_path).reap_orphan("pid:1:2:boot")

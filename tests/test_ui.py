@@ -343,6 +343,20 @@ def test_pools_page_says_why_each_queued_run_waits(ui: LiveUi) -> None:
     assert why_second().startswith("ready; waiting for a worker")
 
 
+def test_a_run_its_worker_put_back_says_why_beside_ready(ui: LiveUi) -> None:
+    run = ui.store.create_run(NewRun(deployment="etl-nightly", pool="spare", scheduled_time=T0))
+    ui.store.put_status("worker:b", {"worker": "remote:h:2:b", "pools": ["spare"], "seenAt": T0.isoformat()})
+    ui.store.claim_runs("spare", now=T0, worker="remote:h:2:b", max_count=1, lease_seconds=30)
+    ui.store.transition(run.id, "Scheduled", "not started: cannot reach the Docker engine at unix:///x.sock: "
+                                             "no socket there: is dockerd running?; the run waits")
+    client = ui.logged_in()
+    expected = ("ready; waiting for a worker to claim it; its last start did not happen: cannot reach the Docker "
+                "engine at unix:///x.sock: no socket there: is dockerd running?")
+    row = client.get("/pools").text.split(f'<tr data-run-id="{run.id}">')[1].split("</tr>")[0]
+    assert expected in row
+    assert expected in client.get(f"/runs/{run.id}").text
+
+
 def test_plan_page_shows_drift_of_the_watched_directory(ui: LiveUi) -> None:
     client = ui.logged_in()
     assert "No changes: the store matches the specs." in client.get("/plan").text

@@ -36,6 +36,19 @@ class LaunchError(OrchestraError):
     """
 
 
+class Unreachable(LaunchError):
+    """What runs the jobs cannot be reached (a Docker engine that is down or
+    restarting), and the start's request never got to it: nothing was made,
+    and nothing is wrong with the job.
+
+    Unlike other ``LaunchError``s it does not end the attempt: the worker puts
+    the run back in the queue, its attempt unspent, and leaves the runner's
+    pools alone for a while (``workers.outages``). A failure the engine may
+    have seen part of (a connection reset mid-request) is not this: it might
+    have made a container, so it stays a plain ``LaunchError``.
+    """
+
+
 # Errors of a start that say the daemon or its machine is out of something (descriptors,
 # processes, memory), not that anything is wrong with the job.
 SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})

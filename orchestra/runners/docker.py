@@ -13,7 +13,10 @@ The engine is the one ``docker.from_env()`` finds: ``DOCKER_HOST``,
 the local socket. It is contacted lazily, on the first start, so a daemon
 whose engine is down still starts and serves its other pools; every engine
 failure becomes a ``LaunchError`` in plain words, which fails the attempt (and
-retries it per the deployment's ``retries``), never the daemon.
+retries it per the deployment's ``retries``), never the daemon. A start that
+could not connect to the engine at all (no socket, connection refused) is an
+``Unreachable``: the engine never saw it, so nothing was made, and the run
+waits in the queue for the engine instead of failing.
 
 Every container carries labels (``docker_job``): ``orchestra.managed=true``,
 ``orchestra.run-id``, ``orchestra.deployment``, ``orchestra.pool``, and what a
@@ -33,8 +36,9 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
+from urllib3.exceptions import ConnectTimeoutError
 
-from orchestra.runners.base import LaunchError
+from orchestra.runners.base import LaunchError, Unreachable
 from orchestra.runners.docker_follow import ENGINE_ERRORS, Follower, explain
 from orchestra.runners.docker_job import (
     DEPLOYMENT,
@@ -249,7 +253,7 @@ class DockerRunner:
                 try:
                     self._client = self._client_factory()
                 except ENGINE_ERRORS as err:
-                    raise LaunchError(unreachable(err)) from None
+                    raise (Unreachable if never_reached(err) else LaunchError)(unreachable(err)) from None
             return self._client
 
     def _ours(self, container_id: str, run_id: str | None) -> Any:
@@ -312,9 +316,34 @@ def unreachable(err: BaseException) -> str:
     return f"cannot reach the Docker engine at {where}: {hint}"
 
 
+def never_reached(err: BaseException | None) -> bool:
+    """Did a call fail before it got to the engine (no socket, nothing listening,
+    no connection made in time)? Only then is it certain the engine did nothing.
+
+    The SDK wraps the socket's error: ``requests.ConnectionError`` around
+    urllib3's ``ProtocolError`` (a unix socket) or ``MaxRetryError`` and
+    ``NewConnectionError`` (TCP), the cause in ``args``, ``reason`` or
+    ``__cause__``; a reset or a read timeout mid-request is not such a failure.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (ConnectionRefusedError, FileNotFoundError, PermissionError, ConnectTimeoutError)):
+            return True
+        nested = [a for a in (getattr(err, "reason", None), *err.args) if isinstance(a, BaseException)]
+        err = nested[0] if nested else err.__cause__ or err.__context__
+    return False
+
+
 def _create_and_start(client: Any, spec: ContainerSpec) -> Any:
-    """The started container; ``LaunchError`` with the engine's words, and no container left behind."""
-    container = _create(client, spec)
+    """The started container; ``LaunchError`` with the engine's words, and no container left behind;
+    ``Unreachable`` when the engine could not be reached before anything was made."""
+    try:
+        container = _create(client, spec)
+    except LaunchError as err:
+        if never_reached(err.__cause__):
+            raise Unreachable(str(err)) from err.__cause__
+        raise
     try:
         with _engine_errors(f"cannot start the container from {spec.image!r}"):
             container.start()

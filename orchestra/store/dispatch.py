@@ -16,6 +16,7 @@ from orchestra.store.models import Run, StoredResource, effective_paused
 
 DEFAULT_QUEUE = "default"
 READY = "ready; waiting for a worker to claim it"
+PUT_BACK = "not started: "  # the reason of a run a worker claimed and put back, its attempt unspent
 
 
 @dataclass(frozen=True)

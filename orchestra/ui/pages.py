@@ -32,7 +32,7 @@ from orchestra.reconcile.apply import plan_specs
 from orchestra.reconcile.jobs import prepare_job
 from orchestra.reconcile.operations import paused_schedules
 from orchestra.runners.logs import read_log
-from orchestra.store import ACTIVE, CRASHED, FAILED, READY, STATES, TERMINAL, Run, Store, StoredResource
+from orchestra.store import ACTIVE, CRASHED, FAILED, PUT_BACK, READY, STATES, TERMINAL, Run, Store, StoredResource
 
 PAGE = 50
 CHART_HOURS = 24
@@ -216,8 +216,17 @@ def _why_waiting(store: Store, run: Run, now: datetime) -> str | None:
         return None
     for waiting, reason in store.explain_waiting(run.pool, now, limit=1000):
         if waiting.id == run.id:
-            return _unserved(store, run.pool, now) if reason == READY else reason
+            return _ready(run, _unserved(store, run.pool, now)) if reason == READY else reason
     return None
+
+
+def _ready(run: Run, ready: str) -> str:
+    """A ready run that a worker claimed and put back says why its start did not happen
+    (the worker short of resources, its Docker engine away): ready alone would hide it."""
+    if not run.state_reason.startswith(PUT_BACK):
+        return ready
+    why = run.state_reason.removeprefix(PUT_BACK).removesuffix("; the run waits")
+    return f"{ready}; its last start did not happen: {why}"
 
 
 def _unserved(store: Store, pool: str, now: datetime) -> str:
@@ -242,7 +251,7 @@ def pools(store: Store, now: datetime, only: str | None = None, shown: int = WAI
         name = item["pool"].name
         waiting = store.explain_waiting(name, now, limit=shown)
         ready = _unserved(store, name, now) if any(reason == READY for _, reason in waiting) else READY
-        item["waiting"] = [(run, ready if reason == READY else reason) for run, reason in waiting]
+        item["waiting"] = [(run, _ready(run, ready) if reason == READY else reason) for run, reason in waiting]
         item["more"] = item["due"] > len(item["waiting"])
     return {"pools": loads, "only": only, "active_states": sorted(ACTIVE)}
 

@@ -28,6 +28,10 @@ claimed run is left Pending:
   (``runners.base.is_shortage``): back to Scheduled, the same attempt in the
   same place in the queue, since nothing was wrong with the job; the worker
   then takes no more runs than it runs (``LocalWorker``);
+* what runs the jobs cannot be reached, and nothing was made
+  (``runners.base.Unreachable``: a Docker engine that is down): back to
+  Scheduled likewise; the worker leaves the pool alone for a while
+  (``workers.outages``);
 * the run changed while we launched (a cancel arrived): the job is kept and
   stopped by the next cancel pass, or killed if the run is no longer ours
   (``settle_lost``);
@@ -52,8 +56,8 @@ from typing import Any
 
 from orchestra.errors import InvalidInput, NotFound, StoreError
 from orchestra.jobs.template import RenderedJob
-from orchestra.runners.base import LaunchError, Runner, RunHandle, is_shortage, start_concurrency
-from orchestra.store import CANCELLING, FAILED, PENDING, RUNNING, SCHEDULED, Run, Store, StoredResource
+from orchestra.runners.base import LaunchError, Runner, RunHandle, Unreachable, is_shortage, start_concurrency
+from orchestra.store import CANCELLING, FAILED, PENDING, PUT_BACK, RUNNING, SCHEDULED, Run, Store, StoredResource
 from orchestra.workers.holding import HeldJobs
 from orchestra.workers.outcomes import grace_seconds, label
 from orchestra.workers.rendering import render_run
@@ -79,10 +83,12 @@ class Started:
 @dataclass(frozen=True)
 class NotStarted:
     """A run whose job could not start: the move that ends its attempt, or that puts
-    it back in the queue when the worker ran short (``shortage``: what it ran short of)."""
+    it back in the queue when the worker ran short (``shortage``: what it ran short of)
+    or could not reach its runner (``unreachable``)."""
 
     move: Move
     shortage: OSError | None = None
+    unreachable: Unreachable | None = None
 
     @property
     def run(self) -> Run:
@@ -292,7 +298,10 @@ class Launcher:
             handle = self._start_held(run, rendered, runner, path) or runner.start(run.id, rendered.runnable(), path)
         except (LaunchError, OSError) as err:
             if is_shortage(err):
-                return self._put_back(run, path, err)
+                return self._put_back(run, path, f"this worker is short of resources ({err.strerror or err})",
+                                      shortage=err)
+            if isinstance(err, Unreachable):
+                return self._put_back(run, path, str(err), unreachable=err)
             reason = f"cannot start the job: {err}"
         except Exception as err:  # a runner bug: fail the attempt rather than leave it Pending
             log.exception("%s: starting the job failed", label(run))
@@ -303,13 +312,15 @@ class Launcher:
         return NotStarted(finish_request(run, FAILED, reason, now))
 
     @staticmethod
-    def _put_back(run: Run, path: Path, err: OSError) -> NotStarted:
+    def _put_back(run: Run, path: Path, why: str, *, shortage: OSError | None = None,
+                  unreachable: Unreachable | None = None) -> NotStarted:
         """The run back in the queue, its attempt unspent: the job never ran, and nothing
         in it is to blame."""
-        reason = f"not started: this worker is short of resources ({err.strerror or err}); the run waits"
+        reason = f"{PUT_BACK}{why}; the run waits"
         note(path, reason)
         match = {"worker": run.worker, "attempt": run.attempt}  # still this worker's claim of this attempt
-        return NotStarted(move_request(run, SCHEDULED, reason, match=match), shortage=err)
+        return NotStarted(move_request(run, SCHEDULED, reason, match=match), shortage=shortage,
+                          unreachable=unreachable)
 
     def _start_held(self, run: Run, rendered: RenderedJob, runner: Runner, path: Path) -> RunHandle | None:
         """The run's job released from the process held for this very render, if there is one."""

@@ -40,6 +40,7 @@ from orchestra.store import ACTIVE, CANCELLED, CANCELLING, PENDING, RUNNING, Fin
 from orchestra.workers.capacity import Capacity
 from orchestra.workers.identity import worker_identity
 from orchestra.workers.launching import Launcher, NotStarted, Outcome, Started, StartError
+from orchestra.workers.outages import Outages
 from orchestra.workers.outcomes import (
     CANCEL,
     CANCELLED_BY_REQUEST,
@@ -109,6 +110,7 @@ class LocalWorker:
         self._adopted = False  # the last pass's claim read the resource marker: no refresh needed
         self._rehearsed: dict[str, datetime] = {}  # pool -> the due time its claim was rehearsed for
         self._capacity = Capacity()  # bounded for a while after a start ran short of resources
+        self._outages = Outages()  # pools left alone for a while after their runner could not be reached
         self.preparing: threading.Thread | None = None  # the last rehearsal's ``Launcher.prepare`` (tests join it)
 
     def log_path(self, run_id: str) -> Path:
@@ -306,6 +308,11 @@ class LocalWorker:
             taken, self._outcomes = self._outcomes, []
         for outcome in taken:
             self._launching.pop(outcome.run.id, None)
+        for outcome in taken:
+            if isinstance(outcome, Started):
+                self._outages.reached(outcome.run.pool)
+            elif isinstance(outcome, NotStarted) and outcome.unreachable is not None:
+                self._outages.unreachable(outcome.run.pool, outcome.unreachable)
         shortages = [o.shortage for o in taken if isinstance(o, NotStarted) and o.shortage is not None]
         if shortages:
             started = sum(isinstance(o, Started) for o in taken)
@@ -536,6 +543,7 @@ class LocalWorker:
         pools = [name for name, _ in served]
         wanting = [name for name in pools if name in self._backlog or self._rehearsed_due(name, now)]
         wanting += [name for name in record.freed_pools() if name in pools]
+        wanting = [name for name in wanting if not self._outages.retry_in(name)]
         if fused is None or not wanting:
             return None
         pool = wanting[0]
@@ -543,7 +551,7 @@ class LocalWorker:
         self._rehearsed.pop(pool, None)
         running = len(record.started) - len(record.chained) - len(record.ended)  # what settling will change in ``_jobs``
         result: FinishedAndClaimed = self._recorded(record, lambda: fused(
-            record.moves, pool, now=now, worker=self.worker_id, max_count=self._claim_limit(running),
+            record.moves, pool, now=now, worker=self.worker_id, max_count=self._claim_limit(pool, running),
             lease_seconds=self.lease_seconds))
         if result.resource_revision is not None:
             self._resources.adopt(result.resource_revision, result.deployments)
@@ -570,21 +578,23 @@ class LocalWorker:
                     self._rehearse(pool, runner, due, now)
                 return [due] if due else []
         self._rehearsed.pop(pool, None)
-        limit = self._claim_limit()
-        if limit == 0:  # short of resources, and as many jobs running as it had then
+        limit = self._claim_limit(pool)
+        if limit == 0:  # short of resources, and as many jobs running as it had then; or its runner away
             self._backlog.add(pool)
-            return [now + timedelta(seconds=BLOCKED_POLL)]
+            return [now + timedelta(seconds=self._outages.retry_in(pool) or BLOCKED_POLL)]
         self._backlog.discard(pool)  # until the store says otherwise below
         claimed = self.store.claim_runs(pool, now=now, worker=self.worker_id, max_count=limit,
                                         lease_seconds=self.lease_seconds)
         return self._start_claimed(pool, runner, now, claimed, lambda: self.store.next_due_time(pool))
 
-    def _claim_limit(self, unsettled: int = 0) -> int:
-        """How many runs a claim may take: ``CLAIM_BATCH``, fewer while this worker keeps to
-        what it could run when a start ran short of resources (``workers.capacity``).
-        ``unsettled``: jobs started minus jobs ended that this pass has not settled yet."""
+    def _claim_limit(self, pool: str, unsettled: int = 0) -> int:
+        """How many runs a claim in ``pool`` may take: ``CLAIM_BATCH``, fewer while this
+        worker keeps to what it could run when a start ran short of resources
+        (``workers.capacity``), none or one while the pool's runner cannot be reached
+        (``workers.outages``). ``unsettled``: jobs started minus jobs ended that this
+        pass has not settled yet."""
         running = len(self._jobs) + len(self._launching) + unsettled
-        return self._capacity.room(running, CLAIM_BATCH)
+        return self._outages.room(pool, self._capacity.room(running, CLAIM_BATCH))
 
     def _rehearse(self, pool: str, runner: Runner, due: datetime, now: datetime) -> None:
         """Get ready, before ``due``, for the claim and the starts that come then.

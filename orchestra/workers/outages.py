@@ -1,0 +1,94 @@
+"""Pools whose runner cannot be reached, and when to try them again.
+
+A start that could not reach what runs the jobs (``runners.base.
+Unreachable``: a Docker engine that is down or restarting) puts its run back
+in the queue (``launching``), its attempt unspent: an engine restart, a
+package upgrade, a daemon started before its engine, must not fail every run
+that falls due meanwhile. Left at that, the next pass would claim the runs
+again at once and spin. So the pool is left alone for a while (``HOLD_FIRST``
+seconds, doubling up to ``HOLD_MAX``), then one run is claimed to try the
+engine (a circuit breaker's half-open state); the first run that starts ends
+the outage and the pool's own limits apply again. Other pools of the worker
+go on meanwhile: only the pool whose start failed waits.
+
+An outage is a warning once (and every ``WARN_EVERY`` seconds while it
+lasts), each later try an INFO line, and its end an INFO line, so a log
+reader sees it begin and end without a line per due run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("orchestra.worker")
+
+HOLD_FIRST = 2.0  # seconds a pool is left alone after its runner could not be reached
+HOLD_MAX = 30.0  # the longest wait between tries of an engine that stays away
+WARN_EVERY = 600.0  # seconds: an outage that lasts is a warning this often, the tries between it INFO lines
+
+
+@dataclass
+class _Outage:
+    began: float
+    hold: float  # seconds the pool is left alone after a failed try
+    until: float  # on the clock: no claim before then
+    warned: float
+    trying: bool = False  # one run was let through to try the runner; its start is not known yet
+
+
+class Outages:
+    """Per pool: is its runner away, and how many runs may a claim take meanwhile."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._pools: dict[str, _Outage] = {}
+
+    def unreachable(self, pool: str, err: Exception) -> None:
+        """A start in ``pool`` could not reach its runner: leave the pool alone for a while."""
+        now = self._clock()
+        outage = self._pools.get(pool)
+        if outage is None:
+            outage = self._pools[pool] = _Outage(began=now, hold=HOLD_FIRST, until=now + HOLD_FIRST, warned=now)
+            log.warning("pool %r: %s; its runs wait in the queue, and the next is tried in %.0fs",
+                        pool, err, outage.hold)
+            return
+        if not outage.trying:  # another start of the claim that began the outage
+            return
+        outage.trying = False
+        outage.hold = min(outage.hold * 2, HOLD_MAX)
+        outage.until = now + outage.hold
+        warn = now - outage.warned >= WARN_EVERY
+        if warn:
+            outage.warned = now
+        log.log(logging.WARNING if warn else logging.INFO,
+                "pool %r: still %s (for %.0fs); the next try in %.0fs", pool, err, now - outage.began, outage.hold)
+
+    def reached(self, pool: str) -> None:
+        """A job of ``pool`` started: its runner is back, and the pool's own limits apply."""
+        outage = self._pools.pop(pool, None)
+        if outage is not None:
+            log.info("pool %r: its runner is reachable again after %.0fs; its runs start", pool,
+                     self._clock() - outage.began)
+
+    def room(self, pool: str, wanted: int) -> int:
+        """How many of ``wanted`` runs a claim in ``pool`` may take: none while it is left
+        alone, one to try the runner once that time is over (and none more until that
+        start is known, or another hold has passed), else all."""
+        outage = self._pools.get(pool)
+        if outage is None or wanted == 0:
+            return wanted
+        now = self._clock()
+        if now < outage.until:
+            return 0
+        outage.trying = True
+        outage.until = now + outage.hold  # a try whose start never comes back does not block the pool
+        return 1
+
+    def retry_in(self, pool: str) -> float | None:
+        """Seconds until ``pool`` may be claimed from again, while it is left alone; else None."""
+        outage = self._pools.get(pool)
+        left = outage.until - self._clock() if outage is not None else 0.0
+        return left if left > 0 else None
