@@ -55,6 +55,9 @@ def test_runs_wait_for_room_when_the_daemon_runs_out_of_open_files(
     put_back = [e for r in runs for e in store.events(r["id"]) if (e.from_state, e.to_state) == ("Pending", "Scheduled")]
     assert put_back, "the limit was never reached: the test proves nothing"
     assert all("short of resources (Too many open files)" in e.reason for e in put_back)
+    logs = workdir / ".orchestra" / "logs"  # the run's log says why too, though descriptors ran out
+    assert all("[orchestra] not started: this worker is short of resources (Too many open files); the run waits"
+               in (logs / f"{e.run_id}.log").read_text() for e in put_back)
     output = daemon.output()
     assert output.count("WARNING orchestra.worker: cannot start more jobs: Too many open files") == 1  # with what to do
     assert "LimitNOFILE=" in output

@@ -315,9 +315,11 @@ class Launcher:
     def _put_back(run: Run, path: Path, why: str, *, shortage: OSError | None = None,
                   unreachable: Unreachable | None = None) -> NotStarted:
         """The run back in the queue, its attempt unspent: the job never ran, and nothing
-        in it is to blame."""
+        in it is to blame. Out of descriptors, the note in its log would find none
+        either: the worker writes it once it has let go of its reserve (``LocalWorker``)."""
         reason = f"{PUT_BACK}{why}; the run waits"
-        note(path, reason)
+        if shortage is None:
+            note(path, reason)
         match = {"worker": run.worker, "attempt": run.attempt}  # still this worker's claim of this attempt
         return NotStarted(move_request(run, SCHEDULED, reason, match=match), shortage=shortage,
                           unreachable=unreachable)

@@ -317,6 +317,9 @@ class LocalWorker:
         if shortages:
             started = sum(isinstance(o, Started) for o in taken)
             self._capacity.ran_short(len(self._jobs) + len(self._launching) + started, shortages[0])
+            for outcome in taken:  # with the descriptors of the reserve, let go of just now
+                if isinstance(outcome, NotStarted) and outcome.shortage is not None:
+                    note(self._launcher.log_path(outcome.run.id), outcome.move[1].reason)
         errors = [outcome for outcome in taken if isinstance(outcome, StartError)]
         if errors:
             for outcome in taken:
