@@ -177,6 +177,9 @@ class RestingWorker:
     def shutdown(self, grace: float, now_fn: Any) -> None:
         pass
 
+    def unreachable_pools(self, now: Any) -> list[dict[str, str]]:
+        return []
+
     def rest(self) -> None:
         self.rests += 1
 

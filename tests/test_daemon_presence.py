@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from orchestra.api import app as app_module
+from orchestra.cli.run_cmds import daemon_line
 from orchestra.reconcile import presence
 from orchestra.reconcile.daemon import Daemon, DaemonSettings
 from orchestra.store import Store, open_store
@@ -76,6 +77,21 @@ def test_a_beat_is_written_at_most_every_ten_seconds(store: Store) -> None:
     for _ in range(100):  # a burst: the loop passes a hundred times
         mine.beat()
     assert store.get_status(mine.key)["seenAt"] == T0.isoformat()
+
+
+def test_a_daemon_says_which_pools_wait_for_their_runner_and_status_shows_it(store: Store) -> None:
+    clock = Clock()
+    outages = [{"pool": "boxes", "error": "cannot reach the Docker engine at unix:///x.sock: no socket there",
+                "since": (T0 - timedelta(seconds=75)).isoformat()}]
+    mine = presence.Presence(store, clock, {"paths": ["specs"], "workers": "all"}, lambda: {"unreachable": outages})
+    mine.beat()
+    found = presence.daemons(store, clock())[0]
+    assert found["unreachable"] == outages
+    line = daemon_line(found, T0)
+    assert line.splitlines()[1] == ("  Pool boxes: its runs WAIT since 2030-01-01T11:58:45+00:00: cannot reach the "
+                                    "Docker engine at unix:///x.sock: no socket there")
+    mine.stopped()
+    assert presence.daemons(store, clock())[0]["unreachable"] == []
 
 
 def test_documents_of_daemons_gone_for_a_day_are_forgotten(store: Store) -> None:
@@ -180,6 +196,9 @@ def test_the_health_check_fails_while_the_daemons_loop_hangs(
 
         def shutdown(self, grace: float, now_fn: Callable[[], datetime]) -> None:
             pass
+
+        def unreachable_pools(self, now: datetime) -> list[dict[str, str]]:
+            return []
 
         def rest(self) -> None:
             pass

@@ -198,6 +198,9 @@ def test_runs_wait_for_an_engine_that_is_not_there_yet_and_start_once_it_is(
         plain = daemon.cli("run", "plain").stdout.strip()
         wait_for(lambda: any(r["id"] == plain and r["state"] == "Completed" for r in runs_json(daemon)),
                  timeout=30, message="the process pool's run, meanwhile")
+        status = wait_for(lambda: (lambda out: out if "Pool boxes: its runs WAIT since" in out else None)(
+            daemon.cli("status").stdout), timeout=20, message="orchestra status to show the pool waiting")
+        assert "cannot reach the Docker engine" in status
         socket_path.parent.mkdir()
         socket_path.symlink_to(real)  # the engine comes up
         done = wait_for(lambda: next((r for r in runs_json(daemon) if r["id"] == boxed
@@ -207,6 +210,7 @@ def test_runs_wait_for_an_engine_that_is_not_there_yet_and_start_once_it_is(
         output = daemon.output()
         assert output.count("WARNING orchestra.worker: pool 'boxes': cannot reach the Docker engine") == 1
         assert "pool 'boxes': its runner is reachable again after" in output
+        wait_for(lambda: "WAIT" not in daemon.cli("status").stdout, timeout=20, message="the wait gone from status")
         assert daemon.stop() == 0
     finally:
         for container in docker_engine.containers.list(all=True, filters={"label": f"orchestra.run-id={boxed}"}):

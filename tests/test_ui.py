@@ -313,6 +313,13 @@ def test_overview_lists_the_daemons_and_marks_one_gone_quiet(ui: LiveUi) -> None
     rows = section.split("<tbody>")[1].split("</tr>")
     assert "build-1:41" in rows[0] and "<td>running</td>" in rows[0] and "badge" not in rows[0]
     assert "build-2:97" in rows[1] and '<span class="badge warn"' in rows[1] and "unresponsive" in rows[1]
+    ui.store.put_status("daemon:build-1:41", {**base, "host": "build-1", "pid": 41, "seenAt": T0.isoformat(),
+                                              "stoppedAt": None, "unreachable": [
+                                                  {"pool": "boxes", "since": (T0 - timedelta(minutes=3)).isoformat(),
+                                                   "error": "cannot reach the Docker engine at unix:///x.sock"}]})
+    section = client.get("/").text.split('id="daemons-title"')[1].split("</section>")[0]
+    assert ('<span class="badge warn">pool boxes waits</span> since' in section
+            and ": cannot reach the Docker engine at unix:///x.sock</p>" in section)
 
 
 def test_pools_page_says_why_each_queued_run_waits(ui: LiveUi) -> None:

@@ -78,6 +78,12 @@ class SpecStatusOut(BaseModel):
         "The daemon's last check of its spec tree (ok, checkedAt, resources, errors); null before the first."))
 
 
+class UnreachableOut(BaseModel):
+    pool: str
+    error: str = Field(description="What the last start in the pool met, with what to check.")
+    since: str = Field(description="When the first start that could not reach the pool's runner was made.")
+
+
 class DaemonOut(BaseModel):
     host: str
     pid: int
@@ -87,6 +93,8 @@ class DaemonOut(BaseModel):
     seenAt: str = Field(description="When its loop last said it came round (every 10 s), or when it stopped.")
     stoppedAt: str | None
     goneAt: str | None = Field(None, description="When a later daemon on its host found it ended without stopping.")
+    unreachable: list[UnreachableOut] = Field([], description=(
+        "Pools whose runner (a Docker engine) it cannot reach, as of its last write: their runs wait."))
     state: Literal["running", "stopped", "gone", "unresponsive"] = Field(description=(
         "`gone`: ended without stopping, found so by a later daemon on its host; `unresponsive`: "
         "neither seen for 30 s nor stopped: killed, frozen, or its host gone."))

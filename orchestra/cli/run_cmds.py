@@ -198,8 +198,11 @@ def daemon_line(daemon: dict[str, Any], now: datetime) -> str:
     if daemon["state"] == "unresponsive":
         return (f"{name} UNRESPONSIVE: not seen for {seen:.0f}s (since {_seconds(daemon['seenAt'])}) and it did not stop: "
                 "killed, frozen, or its host gone.")
-    return (f"{name} running: watching {', '.join(daemon['paths'])}, running the jobs of pools: {daemon['workers']}; "
+    line = (f"{name} running: watching {', '.join(daemon['paths'])}, running the jobs of pools: {daemon['workers']}; "
             f"started {_seconds(daemon['startedAt'])}, seen {max(0.0, seen):.0f}s ago.")
+    for outage in daemon.get("unreachable") or []:
+        line += (f"\n  Pool {outage['pool']}: its runs WAIT since {_seconds(outage['since'])}: {outage['error']}")
+    return line
 
 
 def register(group: click.Group) -> None:

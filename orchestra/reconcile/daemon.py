@@ -49,6 +49,7 @@ class Worker(Protocol):
     def step(self, now: datetime) -> datetime | None: ...
     def shutdown(self, grace: float, now_fn: Callable[[], datetime]) -> None: ...
     def rest(self) -> None: ...  # the loop is about to sleep (see ``LocalWorker.rest``)
+    def unreachable_pools(self, now: datetime) -> list[dict[str, str]]: ...  # for ``orchestra status``
 
 
 def utc_now() -> datetime:
@@ -155,7 +156,7 @@ class Daemon:
         self.presence = Presence(store, clock, {
             "paths": [str(path) for path in settings.paths],
             "workers": settings.workers if worker is not None else "none",
-        })
+        }, lambda: {"unreachable": worker.unreachable_pools(self.clock()) if worker is not None else []})
         self.watcher = SpecWatcher(settings.paths, self.spec_changed) if settings.watch else None
         self.retention = (RunRetention(store, settings.keep_runs, settings.log_dir)
                           if settings.keep_runs is not None else None)

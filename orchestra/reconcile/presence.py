@@ -46,10 +46,13 @@ LOOP_STALLED = 60.0  # seconds without a pass of a loop before health checks fai
 class Presence:
     """One daemon process's status document, written from its loop."""
 
-    def __init__(self, store: Store, clock: Callable[[], datetime], facts: dict[str, Any]) -> None:
-        """``facts``: what the daemon is (the paths it watches, the pools it runs)."""
+    def __init__(self, store: Store, clock: Callable[[], datetime], facts: dict[str, Any],
+                 news: Callable[[], dict[str, Any]] = dict) -> None:
+        """``facts``: what the daemon is (the paths it watches, the pools it runs); ``news``:
+        what it says at each write (the pools whose runner it cannot reach)."""
         self._store = store
         self._clock = clock
+        self._news = news
         host = socket.gethostname()
         # Unique per process even where hosts share a name and pids repeat (containers: pid 1);
         # the key column holds 63 characters.
@@ -63,11 +66,12 @@ class Presence:
         if time.monotonic() < self._next_beat:
             return
         self._next_beat = time.monotonic() + BEAT_EVERY
-        self._store.put_status(self.key, {**self._document, "seenAt": self._clock().isoformat(), "stoppedAt": None})
+        self._store.put_status(self.key, {**self._document, **self._news(), "seenAt": self._clock().isoformat(),
+                                          "stoppedAt": None})
 
     def stopped(self) -> None:
         now = self._clock().isoformat()
-        self._store.put_status(self.key, {**self._document, "seenAt": now, "stoppedAt": now})
+        self._store.put_status(self.key, {**self._document, "seenAt": now, "stoppedAt": now, "unreachable": []})
 
     def tidy(self) -> None:
         """At start: delete the documents of daemons and workers gone for ``FORGET_AFTER``,
@@ -136,7 +140,9 @@ def daemons(store: Store, now: datetime) -> list[dict[str, Any]]:
             state = "unresponsive"
         else:
             state = "running"
-        found.append({**document, "goneAt": document.get("goneAt"), "state": state})
+        document = dict(document)
+        unreachable = document.pop("unreachable", [])  # placed where the API's model has it
+        found.append({**document, "goneAt": document.get("goneAt"), "unreachable": unreachable, "state": state})
     return sorted(found, key=_seen, reverse=True)
 
 

@@ -590,6 +590,11 @@ class LocalWorker:
                                         lease_seconds=self.lease_seconds)
         return self._start_claimed(pool, runner, now, claimed, lambda: self.store.next_due_time(pool))
 
+    def unreachable_pools(self, now: datetime) -> list[dict[str, str]]:
+        """The pools whose runner this worker cannot reach: each with the error and since when."""
+        return [{"pool": pool, "error": error, "since": (now - timedelta(seconds=seconds)).isoformat()}
+                for pool, error, seconds in self._outages.current()]
+
     def _claim_limit(self, pool: str, unsettled: int = 0) -> int:
         """How many runs a claim in ``pool`` may take: ``CLAIM_BATCH``, fewer while this
         worker keeps to what it could run when a start ran short of resources

@@ -36,6 +36,7 @@ class _Outage:
     hold: float  # seconds the pool is left alone after a failed try
     until: float  # on the clock: no claim before then
     warned: float
+    error: str
     trying: bool = False  # one run was let through to try the runner; its start is not known yet
 
 
@@ -51,13 +52,15 @@ class Outages:
         now = self._clock()
         outage = self._pools.get(pool)
         if outage is None:
-            outage = self._pools[pool] = _Outage(began=now, hold=HOLD_FIRST, until=now + HOLD_FIRST, warned=now)
+            outage = self._pools[pool] = _Outage(began=now, hold=HOLD_FIRST, until=now + HOLD_FIRST, warned=now,
+                                                error=str(err))
             log.warning("pool %r: %s; its runs wait in the queue, and the next is tried in %.0fs",
                         pool, err, outage.hold)
             return
         if not outage.trying:  # another start of the claim that began the outage
             return
         outage.trying = False
+        outage.error = str(err)
         outage.hold = min(outage.hold * 2, HOLD_MAX)
         outage.until = now + outage.hold
         warn = now - outage.warned >= WARN_EVERY
@@ -92,3 +95,9 @@ class Outages:
         outage = self._pools.get(pool)
         left = outage.until - self._clock() if outage is not None else 0.0
         return left if left > 0 else None
+
+    def current(self) -> list[tuple[str, str, float]]:
+        """(pool, the last error, seconds since the outage began) for every pool in one:
+        what ``orchestra status`` shows under the daemon."""
+        now = self._clock()
+        return [(pool, outage.error, now - outage.began) for pool, outage in sorted(self._pools.items())]
