@@ -33,6 +33,28 @@ TEST_LABEL = "orchestra.test-id"
 SETUP_HINT = "run tests/ci/docker-setup.sh as root to install and start one"
 
 
+# A docker pool of the test image for daemons: `command` comes from the deployment.
+DOCKER_POOL = f"""\
+apiVersion: orchestra/v1
+kind: WorkPool
+metadata: {{name: boxes}}
+spec:
+  type: docker
+  baseJobTemplate:
+    variables:
+      type: object
+      properties:
+        image: {{type: string, default: "{TEST_IMAGE}"}}
+        env: {{type: object, additionalProperties: {{type: string}}, default: {{}}}}
+    jobConfiguration:
+      image: "{{{{ image }}}}"
+      command: "{{{{ command }}}}"
+      env: "{{{{ env }}}}"
+      pullPolicy: never
+      terminationGracePeriod: 2s
+"""
+
+
 def _unavailable(reason: str) -> NoReturn:
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{REQUIRE_ENV}=1 but {reason}")

@@ -11,31 +11,12 @@ from typing import Any
 import pytest
 
 from tests.daemon_fixtures import DaemonProcess, daemon_factory, runs_json, wait_for, workdir
+from tests.docker_fixtures import DOCKER_POOL as POOL
 from tests.docker_fixtures import TEST_IMAGE, docker_engine_fixture
 
 __all__ = ["daemon_factory", "docker_engine_fixture", "workdir"]  # fixtures used by name below
 
 Factory = Callable[..., DaemonProcess]
-
-POOL = f"""\
-apiVersion: orchestra/v1
-kind: WorkPool
-metadata: {{name: boxes}}
-spec:
-  type: docker
-  baseJobTemplate:
-    variables:
-      type: object
-      properties:
-        image: {{type: string, default: "{TEST_IMAGE}"}}
-        env: {{type: object, additionalProperties: {{type: string}}, default: {{}}}}
-    jobConfiguration:
-      image: "{{{{ image }}}}"
-      command: "{{{{ command }}}}"
-      env: "{{{{ env }}}}"
-      pullPolicy: never
-      terminationGracePeriod: 2s
-"""
 
 SLOW = """\
 apiVersion: orchestra/v1

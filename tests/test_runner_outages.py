@@ -23,7 +23,7 @@ import pytest
 from orchestra.runners.base import LaunchError, Unreachable
 from orchestra.workers.outages import HOLD_FIRST, HOLD_MAX, WARN_EVERY, Outages
 from tests.daemon_fixtures import DaemonProcess, daemon_factory, runs_json, store, wait_for, workdir
-from tests.docker_fixtures import TEST_IMAGE, docker_engine_fixture
+from tests.docker_fixtures import DOCKER_POOL, TEST_IMAGE, docker_engine_fixture
 
 __all__ = ["daemon_factory", "docker_engine_fixture", "store", "workdir"]  # fixtures used by name below
 
@@ -156,25 +156,17 @@ def test_a_create_the_engine_hung_up_on_is_a_plain_launch_failure(hangs_up: str,
 # -- through a real daemon ---------------------------------------------------------------------
 
 
-POOL = f"""\
-apiVersion: orchestra/v1
-kind: WorkPool
-metadata: {{name: boxes}}
-spec:
-  type: docker
-  baseJobTemplate:
-    variables: {{type: object, properties: {{}}}}
-    jobConfiguration: {{image: "{TEST_IMAGE}", command: "{{{{ command }}}}", pullPolicy: never}}
+SPECS = DOCKER_POOL + """\
 ---
 apiVersion: orchestra/v1
 kind: Deployment
-metadata: {{name: boxed}}
-spec: {{pool: boxes, command: ["echo", "inside a box"]}}
+metadata: {name: boxed}
+spec: {pool: boxes, command: ["echo", "inside a box"]}
 ---
 apiVersion: orchestra/v1
 kind: Deployment
-metadata: {{name: plain}}
-spec: {{pool: local, command: ["echo", "no box needed"]}}
+metadata: {name: plain}
+spec: {pool: local, command: ["echo", "no box needed"]}
 """
 
 
@@ -184,7 +176,7 @@ def test_runs_wait_for_an_engine_that_is_not_there_yet_and_start_once_it_is(
     real = Path(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://"))
     assert real.is_socket(), "this test stands a symlink in for the engine's unix socket"
     socket_path = workdir / "engine" / "docker.sock"
-    (workdir / "specs" / "boxes.yaml").write_text(POOL)  # beside the fixture's process pool, local
+    (workdir / "specs" / "boxes.yaml").write_text(SPECS)  # beside the fixture's process pool, local
     daemon = daemon_factory("--no-api")
     daemon.env["DOCKER_HOST"] = f"unix://{socket_path}"
     daemon.start()
