@@ -308,7 +308,6 @@ class LocalWorker:
             taken, self._outcomes = self._outcomes, []
         for outcome in taken:
             self._launching.pop(outcome.run.id, None)
-        for outcome in taken:
             if isinstance(outcome, Started):
                 self._outages.reached(outcome.run.pool)
             elif isinstance(outcome, NotStarted) and outcome.unreachable is not None:
