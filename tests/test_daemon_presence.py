@@ -115,7 +115,8 @@ def test_a_remote_worker_is_noted_by_its_requests_and_its_pools_by_its_claims(st
     clock.now = T0 + timedelta(seconds=5)
     roster.seen("remote:gpu-1:42:abcdef", "gpu")  # within 10 s: not written again
     [worker] = presence.workers(store, clock())
-    assert worker == {"worker": "remote:gpu-1:42:abcdef", "pools": ["gpu"], "seenAt": T0.isoformat(), "state": "online"}
+    assert worker == {"worker": "remote:gpu-1:42:abcdef", "pools": ["gpu"], "seenAt": T0.isoformat(),
+                      "unreachable": [], "state": "online"}
 
     restarted = presence.WorkerRoster(store, clock)  # the daemon restarted: its API remembers nothing
     restarted.seen("remote:gpu-1:42:abcdef")
@@ -123,6 +124,22 @@ def test_a_remote_worker_is_noted_by_its_requests_and_its_pools_by_its_claims(st
     clock.now = T0 + timedelta(seconds=36)  # no request for over 30 s
     assert presence.workers(store, clock())[0]["state"] == "offline"
     assert not presence.serving("gpu", [], presence.workers(store, clock()))
+
+
+def test_a_remote_workers_outages_stay_on_its_document_until_it_says_they_are_over(store: Store) -> None:
+    clock = Clock()
+    roster = presence.WorkerRoster(store, clock)
+    outage = {"pool": "boxes", "error": "cannot reach the Docker engine", "since": T0.isoformat()}
+    roster.seen("remote:h:1:a", "boxes")
+    roster.report("remote:h:1:a", [outage])
+    clock.now = T0 + timedelta(seconds=11)
+    roster.seen("remote:h:1:a")
+    assert presence.WorkerRoster(store, clock)._knowledge("remote:h:1:a")[2] == [outage]  # a restarted API knows
+    found = presence.workers(store, clock())
+    assert [(w["pools"], w["unreachable"], w["state"]) for w in found] == [(["boxes"], [outage], "online")]
+    assert list(found[0]) == ["worker", "pools", "seenAt", "unreachable", "state"]  # as GET /api/v1/workers
+    roster.report("remote:h:1:a", [])
+    assert presence.workers(store, clock())[0]["unreachable"] == []
 
 
 def test_a_daemon_killed_outright_is_marked_gone_by_the_next_one_on_its_host(store: Store) -> None:

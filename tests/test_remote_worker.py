@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from tests.daemon_fixtures import ORCHESTRA, DaemonProcess, daemon_factory, deployment, wait_for, workdir  # noqa: F401
+from tests.docker_fixtures import DOCKER_POOL
 from tests.worker_fixtures import is_gone
 
 TOKEN = "remote-worker-token"
@@ -290,3 +291,24 @@ def test_a_remote_worker_short_of_open_files_leaves_the_runs_it_cannot_start_wai
         put_back = [e for r in finals for e in r["events"] if (e["from"], e["to"]) == ("Pending", "Scheduled")]
         assert put_back, "the limit was never reached: the test proves nothing"
         assert "cannot start more jobs: Too many open files" in worker.output()
+
+
+def test_a_remote_worker_whose_docker_engine_is_away_leaves_its_runs_waiting_and_says_so_in_status(
+        workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Docker host's worker started before its engine (or while it restarts): no engine is needed here,
+    only a socket path where none is yet."""
+    (workdir / "specs" / "boxes.yaml").write_text(DOCKER_POOL + "---\n" + deployment(
+        "boxed", 'command: ["echo", "inside a box"]').replace("pool: local", "pool: boxes"))
+    url = api_url(daemon)
+    with client(url) as api:
+        run_id = trigger(api, "boxed")
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{workdir / 'no-engine-yet.sock'}")
+        worker = workers(url, "docker-host", TOKEN, "--pool", "boxes")
+        waiting = run_where(api, run_id, lambda r: "the run waits" in r["stateReason"], "the run put back")
+        assert waiting["state"] == "Scheduled" and waiting["attempt"] == 1, worker.output()
+        status = wait_for(lambda: (lambda out: out if "Pool boxes: its runs WAIT since" in out else None)(
+            daemon.cli("status").stdout), timeout=20, message="orchestra status to show the pool waiting")
+        assert "Worker docker-host online" in status and "cannot reach the Docker engine" in status
+        listed = api.get("/workers").json()["workers"]
+        assert [u["pool"] for u in listed[0]["unreachable"]] == ["boxes"]

@@ -30,7 +30,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from orchestra.api.errors import BAD_BODY, CONFLICT, INVALID, NOT_FOUND
-from orchestra.api.schemas import DiagnosticOut, RunCreate
+from orchestra.api.schemas import DiagnosticOut, RunCreate, UnreachableOut
 from orchestra.api.settings import ApiSettings
 from orchestra.diagnostics import Diagnostic, SpecError
 from orchestra.errors import Conflict
@@ -76,12 +76,6 @@ class SpecsOut(BaseModel):
 class SpecStatusOut(BaseModel):
     specs: dict[str, Any] | None = Field(description=(
         "The daemon's last check of its spec tree (ok, checkedAt, resources, errors); null before the first."))
-
-
-class UnreachableOut(BaseModel):
-    pool: str
-    error: str = Field(description="What the last start in the pool met, with what to check.")
-    since: str = Field(description="When the first start that could not reach the pool's runner was made.")
 
 
 class DaemonOut(BaseModel):

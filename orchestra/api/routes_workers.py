@@ -36,12 +36,12 @@ from typing import Annotated, Any, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 from orchestra.api.errors import BAD_BODY, CONFLICT, NOT_FOUND
-from orchestra.api.schemas import StateName, Timestamp
+from orchestra.api.schemas import StateName, Timestamp, UnreachableOut
 from orchestra.api.settings import ApiSettings
 from orchestra.errors import Conflict, NotFound, StoreError
 from orchestra.reconcile import presence
@@ -254,7 +254,14 @@ class WorkerOut(BaseModel):
     worker: str
     pools: list[str] = Field(description="The pools it claimed from.")
     seenAt: str = Field(description="Its last request (written at most every 10 s).")
+    unreachable: list[UnreachableOut] = Field([], description=(
+        "Pools whose runner (a Docker engine) it cannot reach, as it last said: their runs wait."))
     state: Literal["online", "offline"] = Field(description="`offline`: no request for 30 s.")
+
+
+class WorkerStatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    unreachable: list[UnreachableOut] = Field(description="Every pool whose runner it cannot reach now (none: []).")
 
 
 class WorkersOut(BaseModel):
@@ -276,6 +283,12 @@ def workers_router(store: Store, settings: ApiSettings) -> APIRouter:
     @router.get("/workers", response_model=WorkersOut, summary="The remote workers: online, or gone quiet")
     def list_workers() -> dict[str, Any]:
         return {"workers": presence.workers(store, settings.clock())}
+
+    @router.post("/workers/{worker}/status", status_code=204, responses=BAD_BODY,
+                 summary="Say which of its pools wait for their runner (orchestra status shows it)")
+    def report_status(worker: WorkerName, body: WorkerStatusIn) -> Response:
+        roster.report(worker, [item.model_dump() for item in body.unreachable])
+        return Response(status_code=204)
 
     _add_lease_routes(router, store, settings, roster)
     _add_read_routes(router, store, settings)

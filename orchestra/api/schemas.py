@@ -269,3 +269,11 @@ class SchedulePauseOut(BaseModel):
     schedule: str = Field(description="The schedule's identity: its name, or its canonical timing.")
     index: int = Field(description="Its position in spec.schedules.")
     paused: bool
+
+
+class UnreachableOut(BaseModel):
+    """A pool whose runner (a Docker engine) a daemon or worker cannot reach: its runs wait."""
+
+    pool: str
+    error: str = Field(description="What the last start in the pool met, with what to check.")
+    since: str = Field(description="When the first start that could not reach the pool's runner was made.")

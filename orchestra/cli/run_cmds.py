@@ -183,7 +183,7 @@ def worker_line(worker: dict[str, Any], now: datetime) -> str:
     pools = ", ".join(worker["pools"]) or "none yet"
     if worker["state"] == "offline":
         return f"Worker {worker['worker']} OFFLINE: no request for {seen:.0f}s (since {_seconds(worker['seenAt'])}); pools: {pools}."
-    return f"Worker {worker['worker']} online: claims from pools: {pools}; seen {seen:.0f}s ago."
+    return f"Worker {worker['worker']} online: claims from pools: {pools}; seen {seen:.0f}s ago." + _waits(worker)
 
 
 def daemon_line(daemon: dict[str, Any], now: datetime) -> str:
@@ -198,11 +198,14 @@ def daemon_line(daemon: dict[str, Any], now: datetime) -> str:
     if daemon["state"] == "unresponsive":
         return (f"{name} UNRESPONSIVE: not seen for {seen:.0f}s (since {_seconds(daemon['seenAt'])}) and it did not stop: "
                 "killed, frozen, or its host gone.")
-    line = (f"{name} running: watching {', '.join(daemon['paths'])}, running the jobs of pools: {daemon['workers']}; "
-            f"started {_seconds(daemon['startedAt'])}, seen {max(0.0, seen):.0f}s ago.")
-    for outage in daemon.get("unreachable") or []:
-        line += (f"\n  Pool {outage['pool']}: its runs WAIT since {_seconds(outage['since'])}: {outage['error']}")
-    return line
+    return (f"{name} running: watching {', '.join(daemon['paths'])}, running the jobs of pools: {daemon['workers']}; "
+            f"started {_seconds(daemon['startedAt'])}, seen {max(0.0, seen):.0f}s ago." + _waits(daemon))
+
+
+def _waits(serving: dict[str, Any]) -> str:
+    """A line per pool whose runner a running daemon or an online worker cannot reach."""
+    return "".join(f"\n  Pool {outage['pool']}: its runs WAIT since {_seconds(outage['since'])}: {outage['error']}"
+                   for outage in serving.get("unreachable") or [])
 
 
 def register(group: click.Group) -> None:

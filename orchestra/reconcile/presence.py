@@ -100,25 +100,35 @@ class WorkerRoster:
         self._store = store
         self._clock = clock
         self._lock = threading.Lock()
-        self._known: dict[str, tuple[float, frozenset[str]]] = {}  # worker -> (next write, its pools)
+        self._known: dict[str, tuple[float, frozenset[str], list[Any]]] = {}  # worker -> (next write, pools, outages)
 
     def seen(self, worker: str, pool: str | None = None) -> None:
+        next_write, pools, unreachable = self._knowledge(worker)
+        if pool is not None and pool not in pools:
+            next_write, pools = -float("inf"), pools | {pool}
+        if time.monotonic() >= next_write:
+            self._write(worker, pools, unreachable)
+
+    def report(self, worker: str, unreachable: list[dict[str, str]]) -> None:
+        """The pools whose runner ``worker`` cannot reach, as it says when that changes: written at once."""
+        _, pools, _ = self._knowledge(worker)
+        self._write(worker, pools, unreachable)
+
+    def _knowledge(self, worker: str) -> tuple[float, frozenset[str], list[Any]]:
         with self._lock:
             known = self._known.get(worker)
         if known is None:  # new to this API process: a restarted daemon keeps what its store knew
             stored = self._store.get_status(worker_key(worker)) or {}
-            known = (-float("inf"), frozenset(stored.get("pools", ())))
-        next_write, pools = known
-        if pool is not None and pool not in pools:
-            next_write, pools = -float("inf"), pools | {pool}
-        if time.monotonic() < next_write:
-            return
+            known = (-float("inf"), frozenset(stored.get("pools", ())), list(stored.get("unreachable", ())))
+        return known
+
+    def _write(self, worker: str, pools: frozenset[str], unreachable: list[Any]) -> None:
         with self._lock:
             if len(self._known) >= self.LIMIT:
                 self._known.clear()
-            self._known[worker] = (time.monotonic() + BEAT_EVERY, pools)
+            self._known[worker] = (time.monotonic() + BEAT_EVERY, pools, unreachable)
         self._store.put_status(worker_key(worker), {"worker": worker, "pools": sorted(pools),
-                                                    "seenAt": self._clock().isoformat()})
+                                                    "unreachable": unreachable, "seenAt": self._clock().isoformat()})
 
 
 def worker_key(worker: str) -> str:
@@ -149,8 +159,12 @@ def daemons(store: Store, now: datetime) -> list[dict[str, Any]]:
 def workers(store: Store, now: datetime) -> list[dict[str, Any]]:
     """Every remote worker's document with its ``state``: ``online``, or ``offline``
     (no request for ``QUIET_AFTER``), the ones seen last first."""
-    found = [{**document, "state": "offline" if now - _seen(document) > QUIET_AFTER else "online"}
-             for document in store.list_status(WORKER_PREFIX).values()]
+    found = []
+    for document in store.list_status(WORKER_PREFIX).values():
+        document = dict(document)
+        unreachable = document.pop("unreachable", [])  # placed where the API's model has it
+        found.append({**document, "unreachable": unreachable,
+                      "state": "offline" if now - _seen(document) > QUIET_AFTER else "online"})
     return sorted(found, key=_seen, reverse=True)
 
 

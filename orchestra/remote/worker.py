@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import cast
 
 from orchestra.client import ApiClient, Unauthorized
+from orchestra.errors import NotFound
 from orchestra.remote.journal import JobJournal
 from orchestra.remote.shipper import LogShipper
 from orchestra.remote.store_client import RemoteStore
@@ -70,6 +71,8 @@ class RemoteWorker:
         self._stop = threading.Event()
         self._failures = 0
         self._last_pass: float | None = None  # monotonic time the loop last came round
+        self._client = client
+        self._said: list[tuple[str, str]] | None = []  # the outages the daemon was last told of; None: it cannot be
 
     def wake(self) -> None:
         self._wake.set()
@@ -140,9 +143,26 @@ class RemoteWorker:
         """One pass; how long the loop may sleep (never past ``poll_interval``)."""
         now = self.clock()
         wanted = self.worker.step(now)
+        self._say_outages(now)
         if wanted is None:
             return self.poll_interval
         return max(0.0, min(self.poll_interval, (wanted - self.clock()).total_seconds()))
+
+    def _say_outages(self, now: datetime) -> None:
+        """Tell the daemon which pools wait for their runner (``orchestra status`` shows them),
+        when that changes: the worker's own status document is written by the daemon's API."""
+        unreachable = self.worker.unreachable_pools(now)
+        said = [(item["pool"], item["error"]) for item in unreachable]
+        if self._said is None or said == self._said:
+            return
+        try:
+            self._client.post(f"/workers/{self.worker_id}/status", {"unreachable": unreachable})
+        except NotFound:  # a daemon of an orchestra from before this request: runs wait as well, unshown
+            log.info("the daemon's API does not take a worker's status; orchestra status will not show "
+                     "which pools wait for their runner here")
+            self._said = None
+            return
+        self._said = said
 
     def _claimed(self, run: Run) -> None:
         self.shipper.watch(run.id, run.attempt)
