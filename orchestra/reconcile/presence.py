@@ -99,34 +99,34 @@ class WorkerRoster:
     def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
         self._store = store
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # a document is read, changed and written by one request at a time
         self._known: dict[str, tuple[float, frozenset[str], list[Any]]] = {}  # worker -> (next write, pools, outages)
 
     def seen(self, worker: str, pool: str | None = None) -> None:
-        next_write, pools, unreachable = self._knowledge(worker)
-        if pool is not None and pool not in pools:
-            next_write, pools = -float("inf"), pools | {pool}
-        if time.monotonic() >= next_write:
-            self._write(worker, pools, unreachable)
+        with self._lock:
+            next_write, pools, unreachable = self._knowledge(worker)
+            if pool is not None and pool not in pools:
+                next_write, pools = -float("inf"), pools | {pool}
+            if time.monotonic() >= next_write:
+                self._write(worker, pools, unreachable)
 
     def report(self, worker: str, unreachable: list[dict[str, str]]) -> None:
         """The pools whose runner ``worker`` cannot reach, as it says when that changes: written at once."""
-        _, pools, _ = self._knowledge(worker)
-        self._write(worker, pools, unreachable)
+        with self._lock:  # not undone by a request of its log shipper read before and written after
+            _, pools, _ = self._knowledge(worker)
+            self._write(worker, pools, unreachable)
 
     def _knowledge(self, worker: str) -> tuple[float, frozenset[str], list[Any]]:
-        with self._lock:
-            known = self._known.get(worker)
+        known = self._known.get(worker)
         if known is None:  # new to this API process: a restarted daemon keeps what its store knew
             stored = self._store.get_status(worker_key(worker)) or {}
             known = (-float("inf"), frozenset(stored.get("pools", ())), list(stored.get("unreachable", ())))
         return known
 
     def _write(self, worker: str, pools: frozenset[str], unreachable: list[Any]) -> None:
-        with self._lock:
-            if len(self._known) >= self.LIMIT:
-                self._known.clear()
-            self._known[worker] = (time.monotonic() + BEAT_EVERY, pools, unreachable)
+        if len(self._known) >= self.LIMIT:
+            self._known.clear()
+        self._known[worker] = (time.monotonic() + BEAT_EVERY, pools, unreachable)
         self._store.put_status(worker_key(worker), {"worker": worker, "pools": sorted(pools),
                                                     "unreachable": unreachable, "seenAt": self._clock().isoformat()})
 
