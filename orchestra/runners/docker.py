@@ -323,7 +323,9 @@ def never_reached(err: BaseException | None) -> bool:
     The SDK wraps the socket's error: ``requests.ConnectionError`` around
     urllib3's ``ProtocolError`` (a unix socket) or ``MaxRetryError`` and
     ``NewConnectionError`` (TCP), the cause in ``args``, ``reason`` or
-    ``__cause__``; a reset or a read timeout mid-request is not such a failure.
+    ``__cause__``; a reset or a read timeout mid-request is not such a failure. Not
+    ``__context__``: an error raised while another was handled (a retry that connected,
+    then timed out) would pass for the earlier one.
     """
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
@@ -331,7 +333,7 @@ def never_reached(err: BaseException | None) -> bool:
         if isinstance(err, (ConnectionRefusedError, FileNotFoundError, PermissionError, ConnectTimeoutError)):
             return True
         nested = [a for a in (getattr(err, "reason", None), *err.args) if isinstance(a, BaseException)]
-        err = nested[0] if nested else err.__cause__ or err.__context__
+        err = nested[0] if nested else err.__cause__
     return False
 
 
