@@ -87,9 +87,93 @@ def test_an_outage_is_one_warning_then_info_lines_and_its_end_is_told(caplog: py
     outages.reached("boxes")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings[0] == ("pool 'boxes': cannot reach the Docker engine at x: no socket there: is dockerd "
-                           "running?; its runs wait in the queue, and the next is tried in 2s")
+                           "running?; its runs wait in the queue, and the runner is tried again in 2s")
     assert len(warnings) == 1 + int((clock.now - 1000.0) // WARN_EVERY)
     assert caplog.records[-1].getMessage().startswith("pool 'boxes': its runner is reachable again after ")
+
+
+class Engine:
+    """A runner's ``probe`` as ``Outages`` sees it: away until ``up``; counts the pings."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.pings = 0
+
+    def probe(self) -> None:
+        self.pings += 1
+        if not self.up:
+            raise Unreachable("cannot reach the Docker engine at x: connection refused", probe=self.probe)
+
+
+def test_with_a_probe_nothing_is_claimed_until_the_runner_answers(caplog: pytest.LogCaptureFixture) -> None:
+    """The probe replaces the run that used to try the engine: no claim, so no claim put back, while it is away."""
+    clock, engine, woken = Clock(), Engine(), []
+    # the probe's thread, run at once here: what it does, not when, is under test
+    outages = Outages(clock, wake=lambda: woken.append(clock.now), run_probe=lambda work: work())
+    caplog.set_level(logging.INFO, "orchestra.worker")
+    outages.unreachable("boxes", Unreachable("cannot reach the Docker engine at x: no socket", probe=engine.probe))
+    waits = []
+    for _ in range(5):
+        clock.now += outages.retry_in("boxes") or 0
+        assert outages.room("boxes", 8) == 0, "the probe tries the engine, not a run"
+        waits.append(outages.retry_in("boxes"))
+    assert engine.pings == 5 and len(woken) == 5
+    assert waits == [4.0, 8.0, 16.0, HOLD_MAX, HOLD_MAX]
+    assert outages.current()[0][1] == "cannot reach the Docker engine at x: connection refused"
+    engine.up = True
+    clock.now += HOLD_MAX
+    assert outages.room("boxes", 8) == 0 and engine.pings == 6, "the probe gets its answer"
+    assert outages.retry_in("boxes") is None, "and the pool may be claimed from at once"
+    assert outages.room("boxes", 8) == 1, "one run then tries"
+    assert outages.room("boxes", 8) == 0, "and no other until its start is known"
+    outages.reached("boxes")
+    assert outages.room("boxes", 8) == 8 and engine.pings == 6
+    tries = [r.getMessage() for r in caplog.records if "still cannot reach" in r.getMessage()]
+    assert len(tries) == 5 and all(r.levelno == logging.INFO for r in caplog.records[1:]), tries
+
+
+def test_a_run_that_fails_after_the_probe_answered_starts_the_probing_again() -> None:
+    clock, engine = Clock(), Engine()
+    outages = Outages(clock, run_probe=lambda work: work())
+    err = Unreachable("down", probe=engine.probe)
+    outages.unreachable("boxes", err)
+    engine.up = True
+    clock.now += HOLD_FIRST
+    outages.room("boxes", 8)
+    assert outages.room("boxes", 8) == 1
+    engine.up = False  # gone again between the ping and the create
+    outages.unreachable("boxes", err)
+    assert outages.retry_in("boxes") == 2 * HOLD_FIRST
+    clock.now += 2 * HOLD_FIRST
+    assert outages.room("boxes", 8) == 0 and engine.pings == 2
+
+
+def test_a_probe_still_out_holds_the_pool_and_one_answering_late_is_heard() -> None:
+    """A probe may take the client's timeout: no second probe meanwhile, and no run."""
+    clock, engine, started = Clock(), Engine(), []
+    outages = Outages(clock, run_probe=started.append)  # the probe's thread, held until we run it
+    outages.unreachable("boxes", Unreachable("down", probe=engine.probe))
+    clock.now += HOLD_FIRST
+    assert outages.room("boxes", 8) == 0 and len(started) == 1
+    for _ in range(3):
+        clock.now += HOLD_MAX
+        assert outages.room("boxes", 8) == 0
+    assert len(started) == 1, "one probe out at a time"
+    engine.up = True
+    started[0]()
+    assert outages.room("boxes", 8) == 1
+
+
+def test_a_probe_answering_after_the_outage_ended_changes_nothing() -> None:
+    clock, engine, started = Clock(), Engine(), []
+    outages = Outages(clock, run_probe=started.append)
+    err = Unreachable("down", probe=engine.probe)
+    outages.unreachable("boxes", err)
+    clock.now += HOLD_FIRST
+    outages.room("boxes", 8)
+    outages.reached("boxes")  # a start from before the outage's claim came back fine
+    started[0]()  # the engine is still away, says the late probe
+    assert outages.room("boxes", 8) == 8 and outages.current() == []
 
 
 # -- the Docker runner: what counts as never reached ------------------------------------------
@@ -136,8 +220,12 @@ def test_an_engine_that_cannot_be_connected_to_is_unreachable(host: str, words: 
         bound.close()
         host = f"unix://{path}"
     monkeypatch.setenv("DOCKER_HOST", host)
+    runner = DockerRunner(tmp_path)
+    with pytest.raises(Unreachable, match=f"cannot reach the Docker engine at {host}: {words}") as caught:
+        runner.start("r1", {"image": TEST_IMAGE, "command": ["true"]}, tmp_path / "r1.log")
+    assert caught.value.probe == runner.probe, "the outage tries the engine with the runner's probe"
     with pytest.raises(Unreachable, match=f"cannot reach the Docker engine at {host}: {words}"):
-        DockerRunner(tmp_path).start("r1", {"image": TEST_IMAGE, "command": ["true"]}, tmp_path / "r1.log")
+        runner.probe()
 
 
 def test_a_create_the_engine_hung_up_on_is_a_plain_launch_failure(hangs_up: str, tmp_path: Path) -> None:
@@ -151,6 +239,14 @@ def test_a_create_the_engine_hung_up_on_is_a_plain_launch_failure(hangs_up: str,
     with pytest.raises(LaunchError) as caught:
         runner.start("r1", {"image": TEST_IMAGE, "command": ["true"]}, tmp_path / "r1.log")
     assert not isinstance(caught.value, Unreachable), caught.value
+    with pytest.raises(Unreachable):  # a ping makes nothing: an engine that hangs up on it is away
+        runner.probe()
+
+
+def test_the_probe_of_a_running_engine_answers(docker_engine: Any, tmp_path: Path) -> None:
+    from orchestra.runners.docker import DockerRunner
+
+    DockerRunner(tmp_path).probe()
 
 
 # -- through a real daemon ---------------------------------------------------------------------
@@ -172,7 +268,7 @@ spec: {pool: local, command: ["echo", "no box needed"]}
 
 @pytest.mark.timeout(120)
 def test_runs_wait_for_an_engine_that_is_not_there_yet_and_start_once_it_is(
-        workdir: Path, daemon_factory: Factory, docker_engine: Any) -> None:
+        workdir: Path, daemon_factory: Factory, docker_engine: Any, store: Any) -> None:
     real = Path(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://"))
     assert real.is_socket(), "this test stands a symlink in for the engine's unix socket"
     socket_path = workdir / "engine" / "docker.sock"
@@ -198,6 +294,8 @@ def test_runs_wait_for_an_engine_that_is_not_there_yet_and_start_once_it_is(
         done = wait_for(lambda: next((r for r in runs_json(daemon) if r["id"] == boxed
                                       and r["state"] == "Completed"), None), timeout=60, message="the boxed run")
         assert done["attempt"] == 1, "waiting for the engine spent an attempt"
+        moves = [(e.from_state, e.to_state) for e in store.events(boxed)]
+        assert moves.count(("Pending", "Scheduled")) == 1, f"the engine was tried with runs, not its probe: {moves}"
         assert "inside a box" in daemon.cli("logs", boxed).stdout
         output = daemon.output()
         assert output.count("WARNING orchestra.worker: pool 'boxes': cannot reach the Docker engine") == 1

@@ -46,7 +46,16 @@ class Unreachable(LaunchError):
     pools alone for a while (``workers.outages``). A failure the engine may
     have seen part of (a connection reset mid-request) is not this: it might
     have made a container, so it stays a plain ``LaunchError``.
+
+    ``probe``, when the runner has one, asks whether it can be reached again
+    without starting anything (``Runner.probe``): the pool's outage tries that
+    instead of claiming a run to find out, so the runs' histories do not fill
+    with claims put back.
     """
+
+    def __init__(self, message: str, probe: Callable[[], None] | None = None) -> None:
+        super().__init__(message)
+        self.probe = probe
 
 
 # Errors of a start that say the daemon or its machine is out of something (descriptors,
@@ -127,6 +136,9 @@ class Runner(Protocol):
         """Problems with the shape of a rendered job, each as ``"path: what is wrong"``."""
         ...
 
+    # Optional: ``probe(self) -> None``, raising ``Unreachable`` while what runs the jobs cannot
+    # be reached and returning once it answers; called from a thread of its own during an
+    # outage (``workers.outages``), so it may block, but should give up within seconds.
     # Optional: ``warm(self) -> None``, called by a worker shortly before runs fall due
     # (``LocalWorker._rehearse``), to set up what the first start would otherwise pay for.
     # Optional, together: ``hold(self, run_id, job) -> held | None``, called shortly before

@@ -154,7 +154,7 @@ class DockerRunner:
         client = self._engine()
         writer = BoundedLogWriter(Path(log_path), spec.remembered.log_max_bytes)
         try:
-            container = _create_and_start(client, spec)
+            container = _create_and_start(client, spec, probe=self.probe)
         except BaseException:
             writer.close()
             raise
@@ -253,8 +253,29 @@ class DockerRunner:
                 try:
                     self._client = self._client_factory()
                 except ENGINE_ERRORS as err:
-                    raise (Unreachable if never_reached(err) else LaunchError)(unreachable(err)) from None
+                    if never_reached(err):
+                        raise Unreachable(unreachable(err), probe=self.probe) from None
+                    raise LaunchError(unreachable(err)) from None
             return self._client
+
+    def probe(self) -> None:
+        """``Unreachable`` while the engine cannot be reached; returns once it answers.
+
+        A pool's outage (``workers.outages``) asks this instead of claiming a
+        run to try the engine with. A ping makes nothing, so any failure to
+        get an answer counts here (a reset mid-request included), and any
+        answer, an error one too, counts as reached: the run that then tries
+        says the rest. It may take the client's timeout on a host that drops
+        packets; it runs in a thread of its own.
+        """
+        try:
+            client = self._engine()
+            client.ping()
+        except APIError:
+            return
+        except (LaunchError, *ENGINE_ERRORS) as err:
+            raise Unreachable(str(err) if isinstance(err, LaunchError) else unreachable(err),
+                              probe=self.probe) from None
 
     def _ours(self, container_id: str, run_id: str | None) -> Any:
         """The container, if it exists and orchestra made it (for ``run_id``, when given)."""
@@ -337,14 +358,14 @@ def never_reached(err: BaseException | None) -> bool:
     return False
 
 
-def _create_and_start(client: Any, spec: ContainerSpec) -> Any:
+def _create_and_start(client: Any, spec: ContainerSpec, probe: Callable[[], None] | None = None) -> Any:
     """The started container; ``LaunchError`` with the engine's words, and no container left behind;
-    ``Unreachable`` when the engine could not be reached before anything was made."""
+    ``Unreachable`` (with ``probe``) when the engine could not be reached before anything was made."""
     try:
         container = _create(client, spec)
     except LaunchError as err:
         if never_reached(err.__cause__):
-            raise Unreachable(str(err)) from err.__cause__
+            raise Unreachable(str(err), probe=probe) from err.__cause__
         raise
     try:
         with _engine_errors(f"cannot start the container from {spec.image!r}"):
