@@ -102,6 +102,8 @@ class Outages:
 
     def reached(self, pool: str) -> None:
         """A job of ``pool`` started: its runner is back, and the pool's own limits apply."""
+        if pool not in self._pools:  # every start asks: no lock while no outage (the loop alone adds one)
+            return
         with self._lock:
             outage = self._pools.pop(pool, None)
         if outage is not None:
@@ -113,9 +115,11 @@ class Outages:
         alone or its probe is out, one to try the runner once that time is over and the
         probe (if any) got an answer (and none more until that start is known, or another
         hold has passed), else all."""
+        if pool not in self._pools or wanted == 0:
+            return wanted
         with self._lock:
             outage = self._pools.get(pool)
-            if outage is None or wanted == 0:
+            if outage is None:
                 return wanted
             now = self._clock()
             if now < outage.until:
