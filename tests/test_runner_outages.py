@@ -123,29 +123,27 @@ def test_with_a_probe_nothing_is_claimed_until_the_runner_answers(caplog: pytest
     engine.up = True
     clock.now += HOLD_MAX
     assert outages.room("boxes", 8) == 0 and engine.pings == 6, "the probe gets its answer"
-    assert outages.retry_in("boxes") is None, "and the pool may be claimed from at once"
-    assert outages.room("boxes", 8) == 1, "one run then tries"
-    assert outages.room("boxes", 8) == 0, "and no other until its start is known"
-    outages.reached("boxes")
-    assert outages.room("boxes", 8) == 8 and engine.pings == 6
+    assert outages.current() == [] and outages.retry_in("boxes") is None, "which ends the outage"
+    assert outages.room("boxes", 8) == 8 and engine.pings == 6 and len(woken) == 6
     tries = [r.getMessage() for r in caplog.records if "still cannot reach" in r.getMessage()]
     assert len(tries) == 5 and all(r.levelno == logging.INFO for r in caplog.records[1:]), tries
+    assert caplog.records[-1].getMessage() == "pool 'boxes': its runner is reachable again after 90s; its runs start"
 
 
-def test_a_run_that_fails_after_the_probe_answered_starts_the_probing_again() -> None:
+def test_an_engine_gone_again_after_its_probe_answered_is_a_new_outage(caplog: pytest.LogCaptureFixture) -> None:
     clock, engine = Clock(), Engine()
     outages = Outages(clock, run_probe=lambda work: work())
+    caplog.set_level(logging.INFO, "orchestra.worker")
     err = Unreachable("down", probe=engine.probe)
     outages.unreachable("boxes", err)
     engine.up = True
     clock.now += HOLD_FIRST
-    outages.room("boxes", 8)
-    assert outages.room("boxes", 8) == 1
-    engine.up = False  # gone again between the ping and the create
-    outages.unreachable("boxes", err)
-    assert outages.retry_in("boxes") == 2 * HOLD_FIRST
-    clock.now += 2 * HOLD_FIRST
-    assert outages.room("boxes", 8) == 0 and engine.pings == 2
+    assert outages.room("boxes", 8) == 0 and outages.room("boxes", 8) == 8
+    engine.up = False  # gone again between the ping and the creates
+    for _ in range(8):
+        outages.unreachable("boxes", err)
+    assert outages.retry_in("boxes") == HOLD_FIRST and engine.pings == 1
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.INFO, logging.WARNING]
 
 
 def test_a_probe_still_out_holds_the_pool_and_one_answering_late_is_heard() -> None:
@@ -161,7 +159,7 @@ def test_a_probe_still_out_holds_the_pool_and_one_answering_late_is_heard() -> N
     assert len(started) == 1, "one probe out at a time"
     engine.up = True
     started[0]()
-    assert outages.room("boxes", 8) == 1
+    assert outages.room("boxes", 8) == 8
 
 
 def test_a_probe_answering_after_the_outage_ended_changes_nothing() -> None:

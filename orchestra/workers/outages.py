@@ -13,9 +13,9 @@ meanwhile: only the pool whose start failed waits.
 
 The try is the runner's ``probe`` (a Docker ping), in a thread of its own,
 when the runner has one: nothing is claimed while the engine stays away, so
-an hour's outage leaves no trail of claims put back in the runs' histories.
-Once the probe gets an answer, one run is let through; its start settles it.
-A runner without a probe is tried with that one run straight away.
+an hour's outage leaves no trail of claims put back in the runs' histories,
+and the first answer ends the outage, runs due or not. A runner without a
+probe is tried with one run, whose start ends the outage.
 
 An outage is a warning once (and every ``WARN_EVERY`` seconds while it
 lasts), each later try an INFO line, and its end an INFO line, so a log
@@ -53,7 +53,6 @@ class _Outage:
     error: str
     probe: Probe | None = None
     probing: bool = False  # a probe is out; its answer is not known yet
-    answered: bool = False  # the last probe got an answer: one run may try
     trying: bool = False  # one run was let through to try the runner; its start is not known yet
 
 
@@ -105,16 +104,19 @@ class Outages:
         if pool not in self._pools:  # every start asks: no lock while no outage (the loop alone adds one)
             return
         with self._lock:
-            outage = self._pools.pop(pool, None)
-        if outage is not None:
+            self._end(pool, self._pools.get(pool))
+
+    def _end(self, pool: str, outage: _Outage | None) -> None:
+        if outage is not None and self._pools.get(pool) is outage:
+            del self._pools[pool]
             log.info("pool %r: its runner is reachable again after %.0fs; its runs start", pool,
                      self._clock() - outage.began)
 
     def room(self, pool: str, wanted: int) -> int:
         """How many of ``wanted`` runs a claim in ``pool`` may take: none while it is left
-        alone or its probe is out, one to try the runner once that time is over and the
-        probe (if any) got an answer (and none more until that start is known, or another
-        hold has passed), else all."""
+        alone or its probe is out; without a probe, one to try the runner once that time
+        is over (and none more until that start is known, or another hold has passed);
+        else all."""
         if pool not in self._pools or wanted == 0:
             return wanted
         with self._lock:
@@ -125,15 +127,13 @@ class Outages:
             if now < outage.until:
                 return 0
             outage.until = now + outage.hold  # a try that never comes back does not block the pool
-            if outage.probe is not None and not outage.answered:
-                if outage.probing:
-                    return 0
-                outage.probing = True
-                probe = outage.probe
-            else:
-                outage.answered = False
+            if outage.probe is None:
                 outage.trying = True
                 return 1
+            if outage.probing:
+                return 0
+            outage.probing = True
+            probe = outage.probe
         self._run_probe(lambda: self._probe(pool, outage, probe))
         return 0
 
@@ -149,8 +149,7 @@ class Outages:
                 return
             outage.probing = False
             if failure is None:
-                outage.answered = True
-                outage.until = self._clock()
+                self._end(pool, outage)
             else:
                 self._failed_try(pool, outage, failure, self._clock())
         self._wake()
