@@ -110,7 +110,7 @@ class LocalWorker:
         self._adopted = False  # the last pass's claim read the resource marker: no refresh needed
         self._rehearsed: dict[str, datetime] = {}  # pool -> the due time its claim was rehearsed for
         self._capacity = Capacity()  # bounded for a while after a start ran short of resources
-        self._outages = Outages(wake=self._probe_answered)  # pools whose runner could not be reached
+        self._outages = Outages(wake=self._wake_loop)  # pools whose runner could not be reached
         self.preparing: threading.Thread | None = None  # the last rehearsal's ``Launcher.prepare`` (tests join it)
 
     def log_path(self, run_id: str) -> Path:
@@ -684,14 +684,11 @@ class LocalWorker:
         self._ended.set()
         if self._attending == threading.get_ident():
             return
-        try:
-            self.on_change()
-        except Exception:
-            log.exception("on_change callback failed")
+        self._wake_loop()
 
-    def _probe_answered(self) -> None:
-        """Called from an outage's probe thread (``workers.outages``): the pool may be claimed
-        from again, or its next try is due later; either way the next pass must know."""
+    def _wake_loop(self) -> None:
+        """Wake the loop; also called from an outage's probe thread (``workers.outages``): the
+        pool may be claimed from again, or its next try is due later, and the next pass must know."""
         try:
             self.on_change()
         except Exception:

@@ -7,9 +7,9 @@ package upgrade, a daemon started before its engine, must not fail every run
 that falls due meanwhile. Left at that, the next pass would claim the runs
 again at once and spin. So the pool is left alone for a while (``HOLD_FIRST``
 seconds, doubling up to ``HOLD_MAX``), then the runner is tried again (a
-circuit breaker's half-open state); the first run that starts ends the outage
-and the pool's own limits apply again. Other pools of the worker go on
-meanwhile: only the pool whose start failed waits.
+circuit breaker's half-open state); once it answers, the outage ends and the
+pool's own limits apply again. Other pools of the worker go on meanwhile:
+only the pool whose start failed waits.
 
 The try is the runner's ``probe`` (a Docker ping), in a thread of its own,
 when the runner has one: nothing is claimed while the engine stays away, so
