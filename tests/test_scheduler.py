@@ -41,6 +41,12 @@ class World:
         self.clock.now = when
         return self.scheduler.tick(when)
 
+    def work(self) -> None:
+        """What a worker would do by now: every due run started and completed."""
+        for run in self.store.claim_runs("local", now=self.clock.now, worker="w", max_count=1000):
+            self.store.transition(run.id, "Running", "started", expect={"Pending"})
+            self.store.transition(run.id, "Completed", "exit 0", expect={"Running"}, exit_code=0)
+
     def runs(self, deployment: str = "job") -> list[tuple[str, str]]:
         found = self.store.list_runs(deployment=deployment, limit=10_000)
         return sorted((r.slot_time.isoformat() if r.slot_time else "-", r.state) for r in found)
@@ -146,9 +152,8 @@ def test_on_limit_cancel_running_makes_room(world: World) -> None:
 
 
 def test_cron_across_dst_with_an_injected_clock(world: World) -> None:
-    world.deploy("schedules: [{cron: '30 2 * * *', timezone: Europe/Berlin}]\nmissedRuns: {policy: all}")
     world.clock.now = datetime(2030, 3, 29, tzinfo=UTC)
-    world.deploy("schedules: [{cron: '30 2 * * *', timezone: Europe/Berlin}]\nmissedRuns: {policy: all}\ntimeout: 1h")
+    world.deploy("schedules: [{cron: '30 2 * * *', timezone: Europe/Berlin}]\nmissedRuns: {policy: all}")
     for day in range(29, 32):
         for hour in range(0, 24):
             world.at(datetime(2030, 3, day, hour, 59, tzinfo=UTC))
@@ -243,3 +248,63 @@ def test_a_run_made_ahead_is_skipped_when_its_schedule_is_paused_before_the_slot
         ("Skipped", "deployment paused")]
     ahead(world, at(12, 2))  # and the slots owed while paused are skipped as before
     assert world.runs("job") == [("2030-01-01T12:01:00+00:00", "Skipped"), ("2030-01-01T12:02:00+00:00", "Skipped")]
+
+
+def slot_times(world: World) -> list[str]:
+    return [slot[11:16] for slot, _ in world.runs()]
+
+
+def test_a_schedule_changed_away_and_back_owes_nothing_for_the_time_it_was_gone(world: World) -> None:
+    """A slot is owed only while its schedule is in the spec: changing it and changing it back a
+    while later must not run (nor record Missed) every slot of the time in between."""
+    world.deploy("schedules: [{interval: 1m}]\nmissedRuns: {policy: all}")
+    world.at(at(12, 2))
+    world.work()
+    world.clock.now = at(12, 2, 30)
+    world.deploy("schedules: [{interval: 2m}]\nmissedRuns: {policy: all}")
+    world.at(at(12, 4))
+    world.work()
+    world.clock.now = at(12, 30, 30)  # changed back half an hour later, while no daemon ran
+    world.deploy("schedules: [{interval: 1m}]\nmissedRuns: {policy: all}")
+    world.scheduler = Scheduler(world.store)
+    world.at(at(12, 31))
+    assert slot_times(world) == ["12:01", "12:02", "12:04", "12:31"]
+
+
+def test_a_deployment_deleted_and_made_again_starts_afresh(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]\nmissedRuns: {policy: all}")
+    world.at(at(12, 2))
+    world.work()
+    (world.root / "job.yaml").unlink()
+    world.clock.now = at(12, 2, 30)
+    apply_plan(world.store, plan_specs(world.store, [world.root], prune=True, now=world.clock()))
+    world.at(at(12, 10))
+    world.clock.now = at(13, 0, 30)
+    world.deploy("schedules: [{interval: 1m}]\nmissedRuns: {policy: all}")
+    world.at(at(13, 1))
+    assert slot_times(world) == ["12:01", "12:02", "13:01"]
+
+
+def test_a_schedule_made_inactive_and_active_again_owes_nothing_in_between(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]")
+    world.at(at(12, 1))
+    world.work()
+    world.clock.now = at(12, 1, 30)
+    world.deploy("schedules: [{interval: 1m, active: false}]")
+    world.at(at(12, 5))
+    world.clock.now = at(12, 20, 30)
+    world.deploy("schedules: [{interval: 1m}]")
+    world.at(at(12, 21))
+    assert slot_times(world) == ["12:01", "12:21"]
+
+
+def test_an_unchanged_schedule_still_owes_the_slots_of_downtime_across_other_edits(world: World) -> None:
+    """Only the schedule's own absence bounds what it owes: an edit of anything else does not."""
+    world.deploy("schedules: [{interval: 1m}]\nmissedRuns: {policy: all}")
+    world.at(at(12, 1))
+    world.work()
+    world.clock.now = at(12, 5, 30)  # the daemon is down; the deployment's parameters change
+    world.deploy("parameters: {x: 1}\nschedules: [{interval: 1m}]\nmissedRuns: {policy: all}")
+    world.scheduler = Scheduler(world.store)
+    world.at(at(12, 6))
+    assert slot_times(world) == ["12:01", "12:02", "12:03", "12:04", "12:05", "12:06"]

@@ -166,3 +166,19 @@ def test_unreachable_store_is_a_store_error(tmp_path: Path) -> None:
         open_store(f"sqlite:///{tmp_path / 'missing-dir' / 'o.db'}")
     with pytest.raises(StoreError, match="store unavailable"):
         open_store("postgresql://nobody@127.0.0.1:1/orchestra")
+
+
+def test_schedules_stored_before_their_spans_were_kept_get_one_of_unknown_start(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store made by an orchestra without ``schedule_spans``: its schedules keep owing from their last slot."""
+    before = tuple(m for m in MIGRATIONS if m.name != "create schedule_spans")
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations_module, "MIGRATIONS", before)
+        patched.setattr(migrations_module, "LATEST_VERSION", before[-1].version)
+        patched.setattr("orchestra.store.resources.schedule_spans.track", lambda *args: None)  # as that version wrote
+        with open_store(db_url) as old:
+            old.apply_resources([resource("Deployment", "etl", {"command": ["true"], "pool": "local", "schedules": [
+                {"interval": "1h"}, {"cron": "0 6 * * *", "active": False}]})], [])
+    with open_store(db_url) as upgraded:
+        assert upgraded.schedule_spans() == {("etl", "interval:3600s@1970-01-01T00:00:00Z"): None}
+    assert applied_versions(db_url) == ALL_VERSIONS

@@ -160,3 +160,23 @@ def test_status_documents_by_key_prefix(store: Store) -> None:
     store.delete_status([])
     assert list(store.list_status("daemon:")) == ["daemon:b:2"]
     assert store.get_status("spec_status") == {"ok": True}
+
+
+def test_each_schedule_is_kept_with_when_it_came_into_its_spec(store: Store, clock: FakeClock) -> None:
+    """What the scheduler needs to owe a schedule brought back nothing for the time it was gone."""
+    hourly, daily = {"interval": "1h"}, {"cron": "0 6 * * *"}
+    hourly_id, daily_id = "interval:3600s@1970-01-01T00:00:00Z", "cron:0 6 * * *@UTC"
+    start = clock.now
+    store.apply_resources([pool(), deployment("etl", schedules=[hourly, daily])], [])
+    assert store.schedule_spans() == {("etl", hourly_id): start, ("etl", daily_id): start}
+    clock.advance(60)
+    store.apply_resources([pool(), deployment("etl", schedules=[hourly], parameters={"x": 1})], [])
+    assert store.schedule_spans() == {("etl", hourly_id): start}, "kept through an edit; the removed one gone"
+    clock.advance(60)
+    store.apply_resources([pool(), deployment("etl", schedules=[hourly, {**daily, "active": False}])], [])
+    assert store.schedule_spans() == {("etl", hourly_id): start}, "an inactive schedule owes nothing"
+    clock.advance(60)
+    store.apply_resources([pool(), deployment("etl", schedules=[hourly, daily])], [])
+    assert store.schedule_spans() == {("etl", hourly_id): start, ("etl", daily_id): clock.now}
+    store.apply_resources([], [("Deployment", "etl")])
+    assert store.schedule_spans() == {}

@@ -34,7 +34,7 @@ from typing import Any
 
 from orchestra.reconcile.operations import run_policy
 from orchestra.reconcile.slots import SCHEDULED, MissedRuns, SlotDecision, decide_slots
-from orchestra.scheduling import Schedule, next_slots, parse_schedule, slot_key, slots_between
+from orchestra.scheduling import Schedule, active_schedules, next_slots, slot_key, slots_between
 from orchestra.store import ACTIVE, CANCELLING, NewRun, Run, Store, StoredResource, TransitionRequest
 
 log = logging.getLogger("orchestra.scheduler")
@@ -84,21 +84,28 @@ class Scheduler:
     def reload(self, now: datetime) -> None:
         """Re-read deployments: pick up new and changed schedules, withdraw removed ones."""
         deployments = self.store.list_resources("Deployment")
-        schedules = [(d, parse_schedule(raw)) for d in deployments for raw in d.spec.get("schedules") or []
-                     if raw.get("active", True) is not False]
+        schedules = [(d, schedule) for d in deployments for schedule in active_schedules(d.spec)]
         last = self.store.last_slots([(d.name, schedule.identity) for d, schedule in schedules])
         paused = self.store.paused_schedules()
-        self.tracked = [self._track(d, schedule, last, now, paused) for d, schedule in schedules]
+        spans = self.store.schedule_spans()
+        self.tracked = [self._track(d, schedule, last, spans, now, paused) for d, schedule in schedules]
         waiting = self.store.runs_in_states({"Scheduled"})
         self._withdraw_removed(deployments, waiting, now)
         self._skip_prepared_of_paused(waiting, now)
 
     def _track(self, deployment: StoredResource, schedule: Schedule, last: dict[tuple[str, str], datetime],
-               now: datetime, paused: set[tuple[str, str]]) -> Tracked:
-        # a schedule never run starts owing from when its spec was stored, so a
-        # slot that fell due while no daemon ran is still accounted for
+               spans: dict[tuple[str, str], datetime | None], now: datetime,
+               paused: set[tuple[str, str]]) -> Tracked:
+        # A schedule owes the slots after its last one, and none from before it came
+        # (back) into the spec (``since``): a schedule never run starts owing from then,
+        # so a slot that fell due while no daemon ran is still accounted for.
         key = (deployment.name, schedule.identity)
-        cursor = last.get(key) or min(deployment.updated_at, now)
+        since = spans.get(key)
+        latest = last.get(key)
+        if latest is None:
+            cursor = min(since or deployment.updated_at, now)
+        else:
+            cursor = max(latest, since) if since else latest
         return Tracked(deployment, schedule, cursor, _next_after(schedule, cursor), paused=key in paused)
 
     def _withdraw_removed(self, deployments: list[StoredResource], waiting: list[Run], now: datetime) -> None:

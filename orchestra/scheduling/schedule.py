@@ -32,6 +32,7 @@ __all__ = [
     "EPOCH",
     "Schedule",
     "ScheduleKind",
+    "active_schedules",
     "identity_conflicts",
     "parse_schedule",
     "schedule_errors",
@@ -169,6 +170,19 @@ def parse_schedule(raw: Mapping[str, Any]) -> Schedule:
     if errors:
         raise errors[0]
     return Schedule(**values)
+
+
+def active_schedules(spec: Mapping[str, Any]) -> list[Schedule]:
+    """The schedules of a Deployment spec that owe slots: all but those with ``active: false``.
+    An item that does not parse is left out (a stored spec was validated when applied)."""
+    found = []
+    for raw in spec.get("schedules") or []:
+        if isinstance(raw, Mapping) and raw.get("active", True) is not False:
+            try:
+                found.append(parse_schedule(raw))
+            except FieldError:
+                continue
+    return found
 
 
 def schedule_errors(raw: Mapping[str, Any]) -> list[FieldError]:

@@ -39,6 +39,7 @@ from sqlalchemy import (
 
 from orchestra.errors import StoreError
 from orchestra.store.engine import Database
+from orchestra.store.schedule_spans import backfill
 from orchestra.store.tables import schema_migrations
 from orchestra.store.types import JSONValue, UTCDateTime
 
@@ -181,6 +182,19 @@ def _index_schedule_slots(conn: Connection) -> None:
     Index("ix_runs_schedule_slot", c.deployment, c.schedule_identity, c.slot_time).create(conn)
 
 
+def _create_schedule_spans(conn: Connection) -> None:
+    """A schedule brought back into a spec owed every slot since its last run; see
+    ``schedule_spans``. The schedules stored now get rows whose start is unknown."""
+    Table(
+        "schedule_spans",
+        MetaData(),
+        Column("deployment", String(253), primary_key=True),
+        Column("schedule", String(512), primary_key=True),
+        Column("since", UTCDateTime),
+    ).create(conn)
+    backfill(conn)
+
+
 class Migration(NamedTuple):
     version: int
     name: str
@@ -195,6 +209,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "create paused_schedules", _create_paused_schedules),
     Migration(6, "index dispatch order and worker state", _index_dispatch_order_and_worker_state),
     Migration(7, "index schedule slots", _index_schedule_slots),
+    Migration(8, "create schedule_spans", _create_schedule_spans),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

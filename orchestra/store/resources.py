@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, select
 
 from orchestra.errors import Conflict, NotFound
+from orchestra.store import schedule_spans
 from orchestra.store.direct import DirectStatement
 from orchestra.store.models import MANAGERS, ResourceWrite, StoredResource
 from orchestra.store.tables import paused_schedules, resources, revisions
@@ -86,6 +87,9 @@ def apply_resources(
     for kind, name in deletes:
         if kind == "Deployment":
             forget_paused_schedules(conn, name)
+    schedule_spans.track(conn, {p["b_name"]: p["b_spec"] for p in batches.inserts + batches.content
+                                if p["b_kind"] == "Deployment"},
+                         [name for kind, name in deletes if kind == "Deployment"], now)
     if batches.inserts or batches.content or batches.source_only or doomed:
         bump_revision(conn)
 

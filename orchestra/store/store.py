@@ -16,7 +16,18 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from orchestra.store import claim, event_log, resources, retention, runs, schedule_pauses, stats, status, transitions
+from orchestra.store import (
+    claim,
+    event_log,
+    resources,
+    retention,
+    runs,
+    schedule_pauses,
+    schedule_spans,
+    stats,
+    status,
+    transitions,
+)
 from orchestra.store.engine import Database, default_url, make_engine
 from orchestra.store.migrations import migrate
 from orchestra.store.models import (
@@ -315,6 +326,12 @@ class Store:
         """(deployment, schedule identity) of the paused schedules (of ``deployments`` if given)."""
         with self._db.read() as conn:
             return schedule_pauses.paused_schedules_of(conn, deployments)
+
+    def schedule_spans(self) -> dict[tuple[str, str], datetime | None]:
+        """(deployment, schedule identity) -> since when the schedule has been in its spec
+        without a break (None: from before that was kept); see ``schedule_spans``."""
+        with self._db.read() as conn:
+            return schedule_spans.spans(conn)
 
     def events_after(self, event_id: int, limit: int = 1000) -> list[tuple[RunEvent, str]]:
         """Run events with an id above ``event_id`` in id order, each with its deployment."""

@@ -121,3 +121,13 @@ paused_schedules = Table(
     Column("schedule", String(512), primary_key=True),
     Column("paused_at", UTCDateTime, nullable=False),
 )
+
+# Since when each schedule has been in its deployment's spec without a break (see
+# ``schedule_spans``): what a schedule brought back owes starts there, not at its last run.
+schedule_spans = Table(
+    "schedule_spans",
+    metadata,
+    Column("deployment", String(253), primary_key=True),
+    Column("schedule", String(512), primary_key=True),
+    Column("since", UTCDateTime),  # NULL: stored before this was kept
+)
