@@ -180,3 +180,37 @@ def test_each_schedule_is_kept_with_when_it_came_into_its_spec(store: Store, clo
     assert store.schedule_spans() == {("etl", hourly_id): start, ("etl", daily_id): clock.now}
     store.apply_resources([], [("Deployment", "etl")])
     assert store.schedule_spans() == {}
+
+
+def test_daemons_applying_the_same_specs_at_once_all_succeed(db_url: str) -> None:
+    """Daemons watching one spec directory on one store apply each change at the same moment;
+    on PostgreSQL each read the other's creates as not there yet and failed on the key."""
+    import threading
+
+    from orchestra.store import open_store
+
+    stores = [open_store(db_url) for _ in range(4)]
+    try:
+        for round_ in range(3):  # creates, then changed schedules twice: both rows and spans collide
+            writes = [pool()] + [deployment(f"d{i}", schedules=[{"interval": f"{round_ + 1}m"}]) for i in range(50)]
+            barrier, errors = threading.Barrier(len(stores)), []
+
+            def apply(store: Store, writes: list = writes, barrier: threading.Barrier = barrier,
+                      errors: list = errors) -> None:
+                try:
+                    barrier.wait(timeout=30)
+                    store.apply_resources(writes, [])
+                except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                    errors.append(repr(exc))
+
+            threads = [threading.Thread(target=apply, args=(store,)) for store in stores]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert errors == [], f"round {round_}"
+        assert len(stores[0].list_resources("Deployment")) == 50
+        assert {identity for _, identity in stores[0].schedule_spans()} == {"interval:180s@1970-01-01T00:00:00Z"}
+    finally:
+        for store in stores:
+            store.close()

@@ -9,12 +9,13 @@ event times) come from the injected ``clock`` so tests can fix time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from orchestra.store import (
     claim,
@@ -41,6 +42,8 @@ from orchestra.store.models import (
     StoredResource,
 )
 from orchestra.store.transitions import TransitionRequest, TransitionResult
+
+RESOURCES_LOCK = "orchestra:resources"  # PostgreSQL's advisory lock around every write of resources
 
 Clock = Callable[[], datetime]
 
@@ -102,8 +105,18 @@ class Store:
             return resources.get_resources(conn, kind, sorted(set(names)))
 
     def apply_resources(self, upserts: Sequence[ResourceWrite], deletes: Sequence[tuple[str, str]] = ()) -> None:
-        with self._db.write() as conn:
+        with self._resource_write() as conn:
             resources.apply_resources(conn, upserts, deletes, self._clock())
+
+    @contextmanager
+    def _resource_write(self) -> Iterator[Connection]:
+        """A write of resources, one at a time. An apply reads what is stored, then writes the
+        difference: two daemons watching one spec directory apply each change at once, and on
+        PostgreSQL each read the other's creates as not there yet and failed on the key.
+        (SQLite's writers are one at a time already.)"""
+        with self._db.write() as conn:
+            self._db.lock(conn, RESOURCES_LOCK)
+            yield conn
 
     def change_marker(self) -> tuple[int, int]:
         """Changes whenever a resource or a run does: a daemon compares markers to
@@ -309,17 +322,17 @@ class Store:
     def put_api_resource(self, write: ResourceWrite, *, replace: bool,
                          schedules: Collection[str] | None = None) -> StoredResource:
         """Create or replace an API-managed resource (see ``resources.put_api_resource``)."""
-        with self._db.write() as conn:
+        with self._resource_write() as conn:
             return resources.put_api_resource(conn, write, self._clock(), replace=replace, schedules=schedules)
 
     def delete_api_resource(self, kind: str, name: str) -> StoredResource:
         """Delete an API-managed resource; returns it as it was."""
-        with self._db.write() as conn:
+        with self._resource_write() as conn:
             return resources.delete_api_resource(conn, kind, name, self._clock())
 
     def set_schedule_paused(self, deployment: str, identity: str, paused: bool) -> bool:
         """Pause or resume one schedule of a deployment; False if it already was."""
-        with self._db.write() as conn:
+        with self._resource_write() as conn:
             return schedule_pauses.set_schedule_paused(conn, deployment, identity, paused, self._clock())
 
     def paused_schedules(self, deployments: Collection[str] | None = None) -> set[tuple[str, str]]:
