@@ -1,0 +1,254 @@
+"""A soak: real daemons on one store under random kills, stops, edits, runs and cancels (not a target).
+
+The tests each pin one behaviour down; this shakes them together for minutes,
+the way a busy team and a flaky machine would, then checks what must hold
+whatever happened:
+
+- the store is sound (SQLite's ``PRAGMA integrity_check``);
+- after the last daemon's clean stop no run is left Pending, Running or Cancelling;
+- every run's events chain (each starts where the last ended, none after an end)
+  and end in the run's state;
+- the 1 s ``missedRuns: all`` schedule has every slot exactly once;
+- the deployment limited to one run at a time never had two running;
+- no job outlived the soak (its processes carry a marker);
+- no daemon logged an ERROR.
+
+Meanwhile, every 0.3-3 s, one of: ``kill -9`` a daemon, SIGTERM one, start a
+second one, start a run, cancel a running one, edit the specs (a schedule's
+timing, a deployment added or removed), pause or resume a deployment.
+
+    .venv/bin/python bench/soak_daemon.py [--minutes 5] [--seed 1]
+        [--db postgresql+psycopg://user@127.0.0.1/db]   (default: SQLite in a temporary directory)
+
+It prints what it did and each check; the exit code is 1 if a check failed.
+A PostgreSQL database should be empty (or a soak's own from before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+ORCHESTRA = str(Path(sys.executable).parent / "orchestra")
+TERMINAL = {"Completed", "Failed", "Crashed", "Cancelled", "Skipped", "Missed"}
+ACTIVE = {"Pending", "Running", "Cancelling"}
+ACTIONS = ["kill9", "kill9", "term", "second", "run", "cancel", "edit", "pause", "nothing"]
+POOL = "apiVersion: orchestra/v1\nkind: WorkPool\nmetadata: {name: local}\nspec: {type: process, concurrencyLimit: 4}\n"
+
+
+def deployment(name: str, body: str) -> str:
+    indented = "".join(f"  {line}\n" for line in body.strip().splitlines())
+    return f"---\napiVersion: orchestra/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  pool: local\n{indented}"
+
+
+class Soak:
+    def __init__(self, root: Path, db: str, marker: str, seed: int) -> None:
+        self.root, self.db, self.marker = root, db, marker
+        self.rng = random.Random(seed)
+        self.specs = root / "specs"
+        self.specs.mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ, ORCHESTRA_DB=db)
+        self.log = open(root / "daemons.log", "ab")  # noqa: SIM115 - open for the soak's life
+        self.daemons: list[subprocess.Popen[bytes]] = []
+        self.done: Counter[str] = Counter()
+
+    def write_specs(self, limited_every: str = "1s", extra: bool = False) -> None:
+        """Renamed into place, as an editor or ``git checkout`` does."""
+        docs = POOL + "".join([
+            deployment("tick", "command: ['true']\nschedules: [{interval: 1s}]\nmissedRuns: {policy: all}"),
+            deployment("flaky", "command: ['sh', '-c', 'exit $(( $$ % 2 ))']\nschedules: [{interval: 2s}]\n"
+                                "retries: {count: 2, delay: 1s}"),
+            deployment("slow", "command: ['sleep', '3']\nschedules: [{interval: 3s}]\ntimeout: 1s\n"
+                               "concurrency: {limit: 1, onLimit: cancel-running}"),
+            deployment("limited", f"command: ['sleep', '1.5']\nschedules: [{{interval: {limited_every}}}]\n"
+                                  "concurrency: {limit: 1, onLimit: skip}"),
+            deployment("forker", f"command: ['sh', '-c', 'sleep {self.marker} & sleep {self.marker} & wait']"),
+            deployment("extra", "command: ['true']\nschedules: [{interval: 1s}]") if extra else "",
+        ])
+        temporary = self.specs / ".all.yaml.tmp"
+        temporary.write_text(docs)
+        temporary.rename(self.specs / "all.yaml")
+
+    def start(self) -> None:
+        self.daemons.append(subprocess.Popen(
+            [ORCHESTRA, "daemon", str(self.specs), "--no-api", "--shutdown-grace", "2s"],
+            env=self.env, stdout=self.log, stderr=self.log, cwd=self.root))
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([ORCHESTRA, *args], env=self.env, capture_output=True, text=True, timeout=60,
+                              cwd=self.root, check=False)
+
+    def shake(self, minutes: float) -> None:
+        self.write_specs()
+        self.start()
+        end = time.monotonic() + minutes * 60
+        while time.monotonic() < end:
+            time.sleep(self.rng.uniform(0.3, 3.0))
+            self.daemons = [d for d in self.daemons if d.poll() is None]
+            if not self.daemons:
+                self.start()
+                self.done["restart"] += 1
+                continue
+            action = self.rng.choice(ACTIONS)
+            self.done[action] += 1
+            getattr(self, f"_{action}")()
+
+    def _kill9(self) -> None:
+        daemon = self.rng.choice(self.daemons)
+        daemon.kill()
+        daemon.wait()
+
+    def _term(self) -> None:
+        daemon = self.rng.choice(self.daemons)
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            print("a daemon did not stop within 30 s of SIGTERM (grace 2 s)")
+            self.done["stuck on SIGTERM"] += 1
+            daemon.kill()
+            daemon.wait()
+
+    def _second(self) -> None:
+        if len(self.daemons) < 2:
+            self.start()
+
+    def _run(self) -> None:
+        self.cli("run", self.rng.choice(["forker", "tick", "flaky"]))
+
+    def _cancel(self) -> None:
+        listed = self.cli("get", "runs", "--state", "Running", "-o", "json", "--limit", "100")
+        running = json.loads(listed.stdout) if listed.returncode == 0 else []
+        if running:
+            self.cli("cancel", self.rng.choice(running)["id"])
+
+    def _edit(self) -> None:
+        self.write_specs(self.rng.choice(["1s", "2s"]), extra=self.rng.random() < 0.5)
+
+    def _pause(self) -> None:
+        self.cli(self.rng.choice(["pause", "resume"]), "deployment", "flaky")
+
+    def _nothing(self) -> None:
+        pass
+
+    def settle(self) -> int:
+        """Kill what runs, then one daemon for 15 s and a clean stop; its exit code."""
+        for daemon in self.daemons:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+        self.cli("resume", "deployment", "flaky")
+        self.start()
+        last = self.daemons[-1]
+        time.sleep(15)
+        last.send_signal(signal.SIGTERM)
+        return last.wait(timeout=60)
+
+
+def check(db: str, marker: str, log: Path) -> dict[str, Any]:
+    """Each invariant: [] when it holds, else what breaks it."""
+    engine = sa.create_engine(db)
+    try:
+        with engine.connect() as conn:
+            return _check(conn, marker, log)
+    finally:
+        engine.dispose()
+
+
+def _check(conn: sa.Connection, marker: str, log: Path) -> dict[str, Any]:
+    runs = {row.id: row for row in conn.execute(sa.text(
+        "SELECT id, deployment, state, slot_time FROM runs"))}
+    events: dict[str, list[Any]] = {}
+    for row in conn.execute(sa.text("SELECT run_id, from_state, to_state, time FROM run_events ORDER BY id")):
+        events.setdefault(row.run_id, []).append(row)
+    problems: dict[str, Any] = {}
+    if conn.dialect.name == "sqlite":
+        result = conn.execute(sa.text("PRAGMA integrity_check")).scalar()
+        problems["the store is sound"] = [] if result == "ok" else [result]
+    problems["no run left active"] = [(r.id, r.deployment, r.state) for r in runs.values() if r.state in ACTIVE]
+    problems["every run's events chain"] = [(run_id, r.deployment) for run_id, r in runs.items()
+                                            if not _chains(events.get(run_id, []), r.state)]
+    slots = sorted(_utc(r.slot_time) for r in runs.values() if r.deployment == "tick" and r.slot_time)
+    twice = [slot for slot, count in Counter(slots).items() if count > 1]
+    gaps = [(a, b) for a, b in zip(slots, slots[1:]) if b - a > timedelta(seconds=1)]
+    problems["each 1 s slot exactly once"] = [("twice", s) for s in twice] + [("gap", g) for g in gaps]
+    problems["one 'limited' run at a time"] = _overlaps([events.get(run_id, []) for run_id, r in runs.items()
+                                                         if r.deployment == "limited"])
+    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True, check=False)
+    problems["no job outlived the soak"] = left.stdout.split()
+    problems["no daemon logged an ERROR"] = [line for line in log.read_text(errors="replace").splitlines()
+                                             if " ERROR " in line][:5]
+    problems["(runs by state)"] = dict(Counter(r.state for r in runs.values()))
+    return problems
+
+
+def _chains(events: list[Any], state: str) -> bool:
+    before = None
+    for event in events:
+        if event.from_state != before or before in TERMINAL:
+            return False
+        before = event.to_state
+    return before == state
+
+
+def _overlaps(histories: list[list[Any]]) -> list[tuple[str, str]]:
+    spans = []
+    for history in histories:
+        started = next((_utc(e.time) for e in history if e.to_state == "Running"), None)
+        ended = next((_utc(e.time) for e in history if e.to_state in TERMINAL | {"Cancelling"}), None)
+        if started is not None:
+            spans.append((started, ended or datetime.max))
+    spans.sort()
+    return [(str(a), str(b)) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
+
+
+def _utc(value: Any) -> datetime:
+    """SQLite hands times back as text, PostgreSQL as aware datetimes: both as naive UTC."""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.replace(tzinfo=None) if when.utcoffset() is None else (when - when.utcoffset()).replace(tzinfo=None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--db", help="a SQLAlchemy URL (default: SQLite in the soak's directory)")
+    args = parser.parse_args()
+    marker = f"30.{os.getpid()}"  # the forker's sleeps, told from any other process by their argument
+    with tempfile.TemporaryDirectory(prefix="orchestra-soak-") as tmp:
+        root = Path(tmp)
+        db = args.db or f"sqlite:///{root / 'orchestra.db'}"
+        soak = Soak(root, db, marker, args.seed)
+        soak.shake(args.minutes)
+        code = soak.settle()
+        print(f"{args.minutes:g} min, seed {args.seed}, {db.split(':')[0]}: "
+              + ", ".join(f"{name} {count}" for name, count in sorted(soak.done.items()))
+              + f"; the last daemon's clean stop exited {code}")
+        problems = check(db.replace("postgresql://", "postgresql+psycopg://", 1), marker, root / "daemons.log")
+    problems["every SIGTERM stopped its daemon within 30 s"] = ["stuck"] * soak.done["stuck on SIGTERM"]
+    problems["(runs by state)"] = problems.pop("(runs by state)")
+    failed = False
+    for name, found in problems.items():
+        if name.startswith("("):
+            print(f"  {name[1:-1]}: {found}")
+            continue
+        failed = failed or bool(found)
+        print(f"  {'ok' if not found else 'BROKEN'}  {name}" + (f": {found[:5]}" if found else ""))
+    sys.exit(1 if failed or code != 0 else 0)
+
+
+if __name__ == "__main__":
+    main()
