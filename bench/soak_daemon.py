@@ -17,7 +17,13 @@ Meanwhile, every 0.3-3 s, one of: ``kill -9`` a daemon, SIGTERM one, start a
 second one, start a run, cancel a running one, edit the specs (a schedule's
 timing, a deployment added or removed), pause or resume a deployment.
 
-    .venv/bin/python bench/soak_daemon.py [--minutes 5] [--seed 1]
+With ``--remote``, the first daemon also serves its API on loopback and a
+remote worker (``orchestra worker``, lease 5 s) runs a second pool through it,
+with its own 1 s ``missedRuns: all`` schedule, checked as the first; the worker
+is killed, stopped and started again too, and a daemon without the API may be
+all that runs for a while (the worker's leases then run out).
+
+    .venv/bin/python bench/soak_daemon.py [--minutes 5] [--seed 1] [--remote]
         [--db postgresql+psycopg://user@127.0.0.1/db]   (default: SQLite in a temporary directory)
 
 It prints what it did and each check; the exit code is 1 if a check failed.
@@ -31,6 +37,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,18 +53,24 @@ ORCHESTRA = str(Path(sys.executable).parent / "orchestra")
 TERMINAL = {"Completed", "Failed", "Crashed", "Cancelled", "Skipped", "Missed"}
 ACTIVE = {"Pending", "Running", "Cancelling"}
 ACTIONS = ["kill9", "kill9", "term", "second", "run", "cancel", "edit", "pause", "nothing"]
+REMOTE_ACTIONS = ["kill9_worker", "term_worker", "api_back"]
 POOL = "apiVersion: orchestra/v1\nkind: WorkPool\nmetadata: {name: local}\nspec: {type: process, concurrencyLimit: 4}\n"
+AWAY = "---\napiVersion: orchestra/v1\nkind: WorkPool\nmetadata: {name: away}\nspec: {type: process, concurrencyLimit: 3}\n"
+TICKS = ("tick", "away-tick")  # the 1 s missedRuns: all schedules
 
 
-def deployment(name: str, body: str) -> str:
+def deployment(name: str, body: str, pool: str = "local") -> str:
     indented = "".join(f"  {line}\n" for line in body.strip().splitlines())
-    return f"---\napiVersion: orchestra/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  pool: local\n{indented}"
+    return f"---\napiVersion: orchestra/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  pool: {pool}\n{indented}"
 
 
 class Soak:
-    def __init__(self, root: Path, db: str, marker: str, seed: int) -> None:
-        self.root, self.db, self.marker = root, db, marker
+    def __init__(self, root: Path, db: str, marker: str, seed: int, remote: bool) -> None:
+        self.root, self.db, self.marker, self.remote = root, db, marker, remote
         self.rng = random.Random(seed)
+        self.port = _free_port()
+        self.api: subprocess.Popen[bytes] | None = None  # the daemon serving the API (--remote)
+        self.worker: subprocess.Popen[bytes] | None = None
         self.specs = root / "specs"
         self.specs.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ, ORCHESTRA_DB=db)
@@ -78,14 +91,34 @@ class Soak:
             deployment("forker", f"command: ['sh', '-c', 'sleep {self.marker} & sleep {self.marker} & wait']"),
             deployment("extra", "command: ['true']\nschedules: [{interval: 1s}]") if extra else "",
         ])
+        if self.remote:
+            docs += AWAY + "".join([
+                deployment("away-tick", "command: ['true']\nschedules: [{interval: 1s}]\nmissedRuns: {policy: all}",
+                           pool="away"),
+                deployment("away-slow", f"command: ['sleep', '{self.marker}']\nschedules: [{{interval: 2s}}]\n"
+                                        "timeout: 2s\nretries: {count: 1, delay: 1s}", pool="away"),
+            ])
         temporary = self.specs / ".all.yaml.tmp"
         temporary.write_text(docs)
         temporary.rename(self.specs / "all.yaml")
 
     def start(self) -> None:
-        self.daemons.append(subprocess.Popen(
-            [ORCHESTRA, "daemon", str(self.specs), "--no-api", "--shutdown-grace", "2s"],
-            env=self.env, stdout=self.log, stderr=self.log, cwd=self.root))
+        """A daemon: the one serving the API if it is not running (``--remote``), else one without."""
+        serves = self.remote and (self.api is None or self.api.poll() is not None)
+        where = ["--port", str(self.port), "--workers", "local"] if serves else ["--no-api"]
+        if self.remote and not serves:
+            where += ["--workers", "local"]
+        daemon = subprocess.Popen([ORCHESTRA, "daemon", str(self.specs), *where, "--shutdown-grace", "2s"],
+                                  env=self.env, stdout=self.log, stderr=self.log, cwd=self.root)
+        self.daemons.append(daemon)
+        if serves:
+            self.api = daemon
+
+    def start_worker(self) -> None:
+        self.worker = subprocess.Popen(
+            [ORCHESTRA, "worker", "--pool", "away", "--api-url", f"http://127.0.0.1:{self.port}", "--lease", "5s",
+             "--poll", "0.5s", "--shutdown-grace", "2s", "--log-dir", str(self.root / "worker-logs")],
+            env=self.env, stdout=self.log, stderr=self.log, cwd=self.root)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([ORCHESTRA, *args], env=self.env, capture_output=True, text=True, timeout=60,
@@ -94,6 +127,9 @@ class Soak:
     def shake(self, minutes: float) -> None:
         self.write_specs()
         self.start()
+        if self.remote:
+            self.start_worker()
+        actions = ACTIONS + (REMOTE_ACTIONS if self.remote else [])
         end = time.monotonic() + minutes * 60
         while time.monotonic() < end:
             time.sleep(self.rng.uniform(0.3, 3.0))
@@ -102,7 +138,11 @@ class Soak:
                 self.start()
                 self.done["restart"] += 1
                 continue
-            action = self.rng.choice(ACTIONS)
+            if self.remote and self.worker is not None and self.worker.poll() is not None:
+                self.start_worker()
+                self.done["worker restart"] += 1
+                continue
+            action = self.rng.choice(actions)
             self.done[action] += 1
             getattr(self, f"_{action}")()
 
@@ -112,15 +152,30 @@ class Soak:
         daemon.wait()
 
     def _term(self) -> None:
-        daemon = self.rng.choice(self.daemons)
-        daemon.send_signal(signal.SIGTERM)
+        self._stop(self.rng.choice(self.daemons))
+
+    def _stop(self, process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGTERM)
         try:
-            daemon.wait(timeout=30)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            print("a daemon did not stop within 30 s of SIGTERM (grace 2 s)")
+            print(f"{process.args[1]} did not stop within 30 s of SIGTERM (grace 2 s)")
             self.done["stuck on SIGTERM"] += 1
-            daemon.kill()
-            daemon.wait()
+            process.kill()
+            process.wait()
+
+    def _kill9_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.kill()
+            self.worker.wait()
+
+    def _term_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self._stop(self.worker)
+
+    def _api_back(self) -> None:
+        if self.api is None or self.api.poll() is not None:
+            self.start()
 
     def _second(self) -> None:
         if len(self.daemons) < 2:
@@ -145,15 +200,19 @@ class Soak:
         pass
 
     def settle(self) -> int:
-        """Kill what runs, then one daemon for 15 s and a clean stop; its exit code."""
-        for daemon in self.daemons:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
+        """Kill what runs, then one daemon (and worker) for 15 s and clean stops; the daemon's exit code."""
+        for process in [*self.daemons, *([self.worker] if self.worker else [])]:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         self.cli("resume", "deployment", "flaky")
         self.start()
         last = self.daemons[-1]
+        if self.remote:
+            self.start_worker()
         time.sleep(15)
+        if self.worker is not None:
+            self._stop(self.worker)
         last.send_signal(signal.SIGTERM)
         return last.wait(timeout=60)
 
@@ -181,10 +240,13 @@ def _check(conn: sa.Connection, marker: str, log: Path) -> dict[str, Any]:
     problems["no run left active"] = [(r.id, r.deployment, r.state) for r in runs.values() if r.state in ACTIVE]
     problems["every run's events chain"] = [(run_id, r.deployment) for run_id, r in runs.items()
                                             if not _chains(events.get(run_id, []), r.state)]
-    slots = sorted(_utc(r.slot_time) for r in runs.values() if r.deployment == "tick" and r.slot_time)
-    twice = [slot for slot, count in Counter(slots).items() if count > 1]
-    gaps = [(a, b) for a, b in zip(slots, slots[1:]) if b - a > timedelta(seconds=1)]
-    problems["each 1 s slot exactly once"] = [("twice", s) for s in twice] + [("gap", g) for g in gaps]
+    for tick in TICKS:
+        slots = sorted(_utc(r.slot_time) for r in runs.values() if r.deployment == tick and r.slot_time)
+        if tick != "tick" and not slots:
+            continue
+        twice = [slot for slot, count in Counter(slots).items() if count > 1]
+        gaps = [(a, b) for a, b in zip(slots, slots[1:]) if b - a > timedelta(seconds=1)]
+        problems[f"each 1 s slot of {tick!r} exactly once"] = [("twice", s) for s in twice] + [("gap", g) for g in gaps]
     problems["one 'limited' run at a time"] = _overlaps([events.get(run_id, []) for run_id, r in runs.items()
                                                          if r.deployment == "limited"])
     left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True, check=False)
@@ -192,6 +254,8 @@ def _check(conn: sa.Connection, marker: str, log: Path) -> dict[str, Any]:
     problems["no daemon logged an ERROR"] = [line for line in log.read_text(errors="replace").splitlines()
                                              if " ERROR " in line][:5]
     problems["(runs by state)"] = dict(Counter(r.state for r in runs.values()))
+    problems["(left Scheduled, by deployment)"] = dict(Counter(r.deployment for r in runs.values()
+                                                              if r.state == "Scheduled"))
     return problems
 
 
@@ -221,25 +285,33 @@ def _utc(value: Any) -> datetime:
     return when.replace(tzinfo=None) if when.utcoffset() is None else (when - when.utcoffset()).replace(tzinfo=None)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--db", help="a SQLAlchemy URL (default: SQLite in the soak's directory)")
+    parser.add_argument("--remote", action="store_true", help="also a remote worker through the API")
     args = parser.parse_args()
     marker = f"30.{os.getpid()}"  # the forker's sleeps, told from any other process by their argument
     with tempfile.TemporaryDirectory(prefix="orchestra-soak-") as tmp:
         root = Path(tmp)
         db = args.db or f"sqlite:///{root / 'orchestra.db'}"
-        soak = Soak(root, db, marker, args.seed)
+        soak = Soak(root, db, marker, args.seed, args.remote)
         soak.shake(args.minutes)
         code = soak.settle()
-        print(f"{args.minutes:g} min, seed {args.seed}, {db.split(':')[0]}: "
+        print(f"{args.minutes:g} min, seed {args.seed}, {db.split(':')[0]}{', remote' if args.remote else ''}: "
               + ", ".join(f"{name} {count}" for name, count in sorted(soak.done.items()))
               + f"; the last daemon's clean stop exited {code}")
         problems = check(db.replace("postgresql://", "postgresql+psycopg://", 1), marker, root / "daemons.log")
     problems["every SIGTERM stopped its daemon within 30 s"] = ["stuck"] * soak.done["stuck on SIGTERM"]
-    problems["(runs by state)"] = problems.pop("(runs by state)")
+    for info in ("(runs by state)", "(left Scheduled, by deployment)"):
+        problems[info] = problems.pop(info)
     failed = False
     for name, found in problems.items():
         if name.startswith("("):
@@ -252,3 +324,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
