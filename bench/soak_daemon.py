@@ -23,7 +23,14 @@ with its own 1 s ``missedRuns: all`` schedule, checked as the first; the worker
 is killed, stopped and started again too, and a daemon without the API may be
 all that runs for a while (the worker's leases then run out).
 
-    .venv/bin/python bench/soak_daemon.py [--minutes 5] [--seed 1] [--remote]
+With ``--docker IMAGE`` (a local image with ``true`` and ``sleep``: no pull is
+tried), a Docker pool runs a 2 s ``missedRuns: all`` schedule and a job that
+times out, in containers that a killed daemon leaves running; checked too: each
+2 s slot exactly once, no run had more containers made than attempts (a
+restarted daemon adopts a container, it does not start the attempt again), and
+no container of the soak still runs.
+
+    .venv/bin/python bench/soak_daemon.py [--minutes 5] [--seed 1] [--remote] [--docker IMAGE]
         [--db postgresql+psycopg://user@127.0.0.1/db]   (default: SQLite in a temporary directory)
 
 It prints what it did and each check; the exit code is 1 if a check failed.
@@ -43,7 +50,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +63,22 @@ ACTIONS = ["kill9", "kill9", "term", "second", "run", "cancel", "edit", "pause",
 REMOTE_ACTIONS = ["kill9_worker", "term_worker", "api_back"]
 POOL = "apiVersion: orchestra/v1\nkind: WorkPool\nmetadata: {name: local}\nspec: {type: process, concurrencyLimit: 4}\n"
 AWAY = "---\napiVersion: orchestra/v1\nkind: WorkPool\nmetadata: {name: away}\nspec: {type: process, concurrencyLimit: 3}\n"
-TICKS = ("tick", "away-tick")  # the 1 s missedRuns: all schedules
+TICKS = {"tick": 1, "away-tick": 1, "box-tick": 2}  # the missedRuns: all schedules, their seconds
+BOXES = """---
+apiVersion: orchestra/v1
+kind: WorkPool
+metadata: {{name: boxes}}
+spec:
+  type: docker
+  concurrencyLimit: 3
+  baseJobTemplate:
+    variables: {{type: object}}
+    jobConfiguration:
+      image: {image}
+      command: "{{{{ command }}}}"
+      pullPolicy: never
+      terminationGracePeriod: 1s
+"""
 
 
 def deployment(name: str, body: str, pool: str = "local") -> str:
@@ -65,8 +87,8 @@ def deployment(name: str, body: str, pool: str = "local") -> str:
 
 
 class Soak:
-    def __init__(self, root: Path, db: str, marker: str, seed: int, remote: bool) -> None:
-        self.root, self.db, self.marker, self.remote = root, db, marker, remote
+    def __init__(self, root: Path, db: str, marker: str, seed: int, remote: bool, image: str | None) -> None:
+        self.root, self.db, self.marker, self.remote, self.image = root, db, marker, remote, image
         self.rng = random.Random(seed)
         self.port = _free_port()
         self.api: subprocess.Popen[bytes] | None = None  # the daemon serving the API (--remote)
@@ -97,6 +119,13 @@ class Soak:
                            pool="away"),
                 deployment("away-slow", f"command: ['sleep', '{self.marker}']\nschedules: [{{interval: 2s}}]\n"
                                         "timeout: 2s\nretries: {count: 1, delay: 1s}", pool="away"),
+            ])
+        if self.image:
+            docs += BOXES.format(image=self.image) + "".join([
+                deployment("box-tick", "command: ['true']\nschedules: [{interval: 2s}]\nmissedRuns: {policy: all}",
+                           pool="boxes"),
+                deployment("box-slow", f"command: ['sleep', '{self.marker}']\nschedules: [{{interval: 3s}}]\n"
+                                       "timeout: 2s\nretries: {count: 1, delay: 1s}", pool="boxes"),
             ])
         temporary = self.specs / ".all.yaml.tmp"
         temporary.write_text(docs)
@@ -240,13 +269,14 @@ def _check(conn: sa.Connection, marker: str, log: Path) -> dict[str, Any]:
     problems["no run left active"] = [(r.id, r.deployment, r.state) for r in runs.values() if r.state in ACTIVE]
     problems["every run's events chain"] = [(run_id, r.deployment) for run_id, r in runs.items()
                                             if not _chains(events.get(run_id, []), r.state)]
-    for tick in TICKS:
+    for tick, seconds in TICKS.items():
         slots = sorted(_utc(r.slot_time) for r in runs.values() if r.deployment == tick and r.slot_time)
         if tick != "tick" and not slots:
             continue
         twice = [slot for slot, count in Counter(slots).items() if count > 1]
-        gaps = [(a, b) for a, b in zip(slots, slots[1:]) if b - a > timedelta(seconds=1)]
-        problems[f"each 1 s slot of {tick!r} exactly once"] = [("twice", s) for s in twice] + [("gap", g) for g in gaps]
+        gaps = [(a, b) for a, b in zip(slots, slots[1:]) if b - a > timedelta(seconds=seconds)]
+        problems[f"each {seconds} s slot of {tick!r} exactly once"] = (
+            [("twice", s) for s in twice] + [("gap", g) for g in gaps])
     problems["one 'limited' run at a time"] = _overlaps([events.get(run_id, []) for run_id, r in runs.items()
                                                          if r.deployment == "limited"])
     left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True, check=False)
@@ -257,6 +287,31 @@ def _check(conn: sa.Connection, marker: str, log: Path) -> dict[str, Any]:
     problems["(left Scheduled, by deployment)"] = dict(Counter(r.deployment for r in runs.values()
                                                               if r.state == "Scheduled"))
     return problems
+
+
+def check_containers(db: str, since: datetime) -> dict[str, Any]:
+    """The engine's side: containers made per run against its attempts, and none left running."""
+    import docker  # only with --docker: the SDK is an extra
+
+    client = docker.from_env()
+    made: Counter[str] = Counter()
+    for event in client.events(since=since, until=datetime.now(UTC), decode=True,
+                               filters={"type": "container", "event": "create", "label": "orchestra.pool=boxes"}):
+        made[event["Actor"]["Attributes"].get("orchestra.run-id", "?")] += 1
+    engine = sa.create_engine(db)
+    try:
+        with engine.connect() as conn:
+            attempts = {row.id: row.attempt for row in conn.execute(sa.text(
+                "SELECT id, attempt FROM runs WHERE deployment LIKE 'box-%'"))}
+    finally:
+        engine.dispose()
+    running = client.containers.list(filters={"label": "orchestra.pool=boxes"})
+    return {
+        "no run had more containers than attempts": [(run, count, attempts.get(run)) for run, count in made.items()
+                                                      if count > attempts.get(run, 0)],
+        "no container of the soak still runs": [c.name for c in running],
+        "(containers made)": sum(made.values()),
+    }
 
 
 def _chains(events: list[Any], state: str) -> bool:
@@ -297,21 +352,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--db", help="a SQLAlchemy URL (default: SQLite in the soak's directory)")
     parser.add_argument("--remote", action="store_true", help="also a remote worker through the API")
+    parser.add_argument("--docker", metavar="IMAGE", help="also a Docker pool running this local image")
     args = parser.parse_args()
     marker = f"30.{os.getpid()}"  # the forker's sleeps, told from any other process by their argument
     with tempfile.TemporaryDirectory(prefix="orchestra-soak-") as tmp:
         root = Path(tmp)
         db = args.db or f"sqlite:///{root / 'orchestra.db'}"
-        soak = Soak(root, db, marker, args.seed, args.remote)
+        soak = Soak(root, db, marker, args.seed, args.remote, args.docker)
+        began = datetime.now(UTC)
         soak.shake(args.minutes)
         code = soak.settle()
         print(f"{args.minutes:g} min, seed {args.seed}, {db.split(':')[0]}{', remote' if args.remote else ''}: "
               + ", ".join(f"{name} {count}" for name, count in sorted(soak.done.items()))
               + f"; the last daemon's clean stop exited {code}")
         problems = check(db.replace("postgresql://", "postgresql+psycopg://", 1), marker, root / "daemons.log")
+        if args.docker:
+            problems |= check_containers(db.replace("postgresql://", "postgresql+psycopg://", 1), began)
     problems["every SIGTERM stopped its daemon within 30 s"] = ["stuck"] * soak.done["stuck on SIGTERM"]
-    for info in ("(runs by state)", "(left Scheduled, by deployment)"):
-        problems[info] = problems.pop(info)
+    for info in ("(runs by state)", "(left Scheduled, by deployment)", "(containers made)"):
+        if info in problems:
+            problems[info] = problems.pop(info)
     failed = False
     for name, found in problems.items():
         if name.startswith("("):

@@ -38,17 +38,17 @@ class BarrierRunner(ConcurrentRunner):
         self.together = {run.id for run in runs}
         self.barrier = threading.Barrier(len(runs), timeout=10)
 
-    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path, **run: Any) -> ProcessHandle:
         if self.barrier is not None and run_id in self.together:
             self.barrier.wait()  # BrokenBarrierError (the run fails) if the starts were one by one
-        return super().start(run_id, job, log_path)
+        return super().start(run_id, job, log_path, **run)
 
 
 class EndsFirstRunner(ConcurrentRunner):
     """Hands each job over only once it has ended: the worker records its start and its end together."""
 
-    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
-        handle = super().start(run_id, job, log_path)
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path, **run: Any) -> ProcessHandle:
+        handle = super().start(run_id, job, log_path, **run)
         handle.wait(10)
         return handle
 
@@ -69,9 +69,9 @@ class InterruptingRunner(ConcurrentRunner):
     def interrupt(self, wave: list[Run], victim: Run) -> None:
         self.wave, self.victim = {run.id for run in wave}, victim.id
 
-    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path, **run: Any) -> ProcessHandle:
         if run_id != self.victim:
-            handle = super().start(run_id, job, log_path)
+            handle = super().start(run_id, job, log_path, **run)
             if run_id in self.wave:
                 self.started.release()
             return handle

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,18 @@ def test_docker_run_through_the_daemon(workdir: Path, daemon_factory: Factory, d
         "echo hello $ORCHESTRA_PARAM_WHO; exit 3"))
     daemon = daemon_factory().start()
     daemon.ready()
+    since = int(time.time()) - 1
     run_id = daemon.cli("run", "quick", "--param", "who=$(reboot)").stdout.strip()
     try:
         wait_for(lambda: runs_json(daemon)[0]["state"] == "Failed", timeout=60, message="container run ended")
         assert runs_json(daemon)[0]["exitCode"] is None or runs_json(daemon)[0]["exitCode"] == 3
         assert "hello $(reboot)" in daemon.cli("logs", run_id).stdout
+        created = docker_engine.events(since=since, until=int(time.time()) + 1, decode=True, filters={
+            "type": "container", "event": "create", "label": f"orchestra.run-id={run_id}"})
+        labels = [event["Actor"]["Attributes"] for event in created]
+        assert len(labels) == 1, "one container for the attempt"
+        assert (labels[0].get("orchestra.pool"), labels[0].get("orchestra.deployment")) == ("boxes", "quick"), \
+            "docker ps --filter label=orchestra.pool=... finds a pool's containers"
     finally:
         _remove_containers(docker_engine, [run_id])
 

@@ -214,8 +214,8 @@ class CancelledWhileStarting(TrackingRunner):
         super().__init__(world.tmp)
         self.world = world
 
-    def start(self, run_id: str, job: dict[str, object], log_path: Path) -> ProcessHandle:
-        handle = super().start(run_id, job, log_path)
+    def start(self, run_id: str, job: dict[str, object], log_path: Path, **run: Any) -> ProcessHandle:
+        handle = super().start(run_id, job, log_path, **run)
         self.world.store.transition(run_id, CANCELLING, "cancel requested", expect={PENDING})
         return handle
 
@@ -238,8 +238,8 @@ class ClaimedElsewhileStarting(TrackingRunner):
         super().__init__(world.tmp)
         self.world = world
 
-    def start(self, run_id: str, job: dict[str, object], log_path: Path) -> ProcessHandle:
-        handle = super().start(run_id, job, log_path)
+    def start(self, run_id: str, job: dict[str, object], log_path: Path, **run: Any) -> ProcessHandle:
+        handle = super().start(run_id, job, log_path, **run)
         self.world.store.transition(run_id, SCHEDULED, "lease expired", expect={PENDING})
         self.world.store.claim_runs("local", now=T0, worker="remote:elsewhere:1", max_count=1)
         return handle

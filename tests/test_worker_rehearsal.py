@@ -243,9 +243,9 @@ class HoldingRunner(TrackingRunner):
         self.handles[log_path.stem] = handle
         return handle
 
-    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path, **run: Any) -> ProcessHandle:
         self.started.append(run_id)
-        return super().start(run_id, job, log_path)
+        return super().start(run_id, job, log_path, **run)
 
     def waiting(self) -> list[int]:
         """The pids of held jobs whose process is still there (not released, not dropped)."""

@@ -73,8 +73,8 @@ class TrackingRunner:
         self.inner = ProcessRunner(base_dir)
         self.handles: dict[str, ProcessHandle] = {}
 
-    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
-        handle = self.inner.start(run_id, job, log_path)
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path, **run: Any) -> ProcessHandle:
+        handle = self.inner.start(run_id, job, log_path, **run)
         self.handles[run_id] = handle
         return handle
 

@@ -119,9 +119,11 @@ def start_concurrency(runner: object) -> int:
 class Runner(Protocol):
     """Launches rendered jobs of one pool type."""
 
-    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> RunHandle:
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path, *, deployment: str | None = None,
+              pool: str | None = None) -> RunHandle:
         """Start ``job``; its output goes to ``log_path``. Raises ``LaunchError`` for what is
-        wrong with the job, ``OSError`` for what is wrong here (see ``is_shortage``)."""
+        wrong with the job, ``OSError`` for what is wrong here (see ``is_shortage``).
+        ``deployment`` and ``pool`` are the run's, for a runner that labels what it makes."""
         ...
 
     def reap_orphan(self, ident: str) -> bool:

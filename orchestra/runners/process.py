@@ -510,8 +510,10 @@ class ProcessRunner:
         if _pump is not None:
             _pump.rest()
 
-    def start(self, run_id: str, job: dict[str, Any], log_path: Path) -> ProcessHandle:
+    def start(self, run_id: str, job: dict[str, Any], log_path: Path, *, deployment: str | None = None,
+              pool: str | None = None) -> ProcessHandle:
         """Launch ``job``; raises ``LaunchError`` for an invalid or unstartable job.
+        (``deployment`` and ``pool`` label nothing here: a process has no labels.)
 
         A failure to create the log file is an ``OSError`` (infrastructure,
         not the job's fault). The daemon's ``ORCHESTRA_RUN_ID`` never leaks in.

@@ -295,7 +295,8 @@ class Launcher:
         path = self.log_path(run.id)
         note(path, f"attempt {run.attempt} of {run.max_attempts} started at {now.isoformat()}")
         try:
-            handle = self._start_held(run, rendered, runner, path) or runner.start(run.id, rendered.runnable(), path)
+            handle = self._start_held(run, rendered, runner, path) or runner.start(
+                run.id, rendered.runnable(), path, deployment=run.deployment, pool=run.pool)
         except (LaunchError, OSError) as err:
             if is_shortage(err):
                 return self._put_back(run, path, f"this worker is short of resources ({err.strerror or err})",
