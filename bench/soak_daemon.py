@@ -40,6 +40,7 @@ A PostgreSQL database should be empty (or a soak's own from before).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -48,9 +49,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -283,35 +285,50 @@ def _check(conn: sa.Connection, marker: str, log: Path) -> dict[str, Any]:
     problems["no job outlived the soak"] = left.stdout.split()
     problems["no daemon logged an ERROR"] = [line for line in log.read_text(errors="replace").splitlines()
                                              if " ERROR " in line][:5]
-    problems["(runs by state)"] = dict(Counter(r.state for r in runs.values()))
+    problems["(runs by state)"] = {name: dict(Counter(r.state for r in runs.values() if r.deployment == name))
+                                   for name in sorted({r.deployment for r in runs.values()})}
     problems["(left Scheduled, by deployment)"] = dict(Counter(r.deployment for r in runs.values()
                                                               if r.state == "Scheduled"))
     return problems
 
 
-def check_containers(db: str, since: datetime) -> dict[str, Any]:
-    """The engine's side: containers made per run against its attempts, and none left running."""
-    import docker  # only with --docker: the SDK is an extra
+class ContainerWatch:
+    """The engine's create events of the soak's Docker pool, streamed as they happen (the
+    engine keeps only its last 256 events for a later ``since`` query)."""
 
-    client = docker.from_env()
-    made: Counter[str] = Counter()
-    for event in client.events(since=since, until=datetime.now(UTC), decode=True,
-                               filters={"type": "container", "event": "create", "label": "orchestra.pool=boxes"}):
-        made[event["Actor"]["Attributes"].get("orchestra.run-id", "?")] += 1
-    engine = sa.create_engine(db)
-    try:
-        with engine.connect() as conn:
-            attempts = {row.id: row.attempt for row in conn.execute(sa.text(
-                "SELECT id, attempt FROM runs WHERE deployment LIKE 'box-%'"))}
-    finally:
-        engine.dispose()
-    running = client.containers.list(filters={"label": "orchestra.pool=boxes"})
-    return {
-        "no run had more containers than attempts": [(run, count, attempts.get(run)) for run, count in made.items()
-                                                      if count > attempts.get(run, 0)],
-        "no container of the soak still runs": [c.name for c in running],
-        "(containers made)": sum(made.values()),
-    }
+    def __init__(self) -> None:
+        import docker  # only with --docker: the SDK is an extra
+
+        self.client = docker.from_env()
+        self.made: Counter[str] = Counter()
+        self._stream = self.client.events(decode=True, filters={
+            "type": "container", "event": "create", "label": "orchestra.pool=boxes"})
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        with contextlib.suppress(Exception):  # the stream closed under it: the soak is over
+            for event in self._stream:
+                self.made[event["Actor"]["Attributes"].get("orchestra.run-id", "?")] += 1
+
+    def check(self, db: str) -> dict[str, Any]:
+        """Containers made per run against its attempts, and none left running."""
+        time.sleep(1)  # the last events on their way
+        self._stream.close()
+        engine = sa.create_engine(db)
+        try:
+            with engine.connect() as conn:
+                attempts = {row.id: row.attempt for row in conn.execute(sa.text(
+                    "SELECT id, attempt FROM runs WHERE deployment LIKE 'box-%'"))}
+        finally:
+            engine.dispose()
+        running = self.client.containers.list(filters={"label": "orchestra.pool=boxes"})
+        return {
+            "no run had more containers than attempts": [(run, n, attempts.get(run)) for run, n in self.made.items()
+                                                          if n > attempts.get(run, 0)],
+            "no container of the soak still runs": [c.name for c in running],
+            "(containers made)": sum(self.made.values()),
+        }
 
 
 def _chains(events: list[Any], state: str) -> bool:
@@ -359,15 +376,15 @@ def main() -> None:
         root = Path(tmp)
         db = args.db or f"sqlite:///{root / 'orchestra.db'}"
         soak = Soak(root, db, marker, args.seed, args.remote, args.docker)
-        began = datetime.now(UTC)
+        containers = ContainerWatch() if args.docker else None
         soak.shake(args.minutes)
         code = soak.settle()
         print(f"{args.minutes:g} min, seed {args.seed}, {db.split(':')[0]}{', remote' if args.remote else ''}: "
               + ", ".join(f"{name} {count}" for name, count in sorted(soak.done.items()))
               + f"; the last daemon's clean stop exited {code}")
         problems = check(db.replace("postgresql://", "postgresql+psycopg://", 1), marker, root / "daemons.log")
-        if args.docker:
-            problems |= check_containers(db.replace("postgresql://", "postgresql+psycopg://", 1), began)
+        if containers is not None:
+            problems |= containers.check(db.replace("postgresql://", "postgresql+psycopg://", 1))
     problems["every SIGTERM stopped its daemon within 30 s"] = ["stuck"] * soak.done["stuck on SIGTERM"]
     for info in ("(runs by state)", "(left Scheduled, by deployment)", "(containers made)"):
         if info in problems:
