@@ -136,9 +136,9 @@ class Soak:
     def start(self) -> None:
         """A daemon: the one serving the API if it is not running (``--remote``), else one without."""
         serves = self.remote and (self.api is None or self.api.poll() is not None)
-        where = ["--port", str(self.port), "--workers", "local"] if serves else ["--no-api"]
-        if self.remote and not serves:
-            where += ["--workers", "local"]
+        where = ["--port", str(self.port)] if serves else ["--no-api"]
+        if self.remote:  # the pool "away" is the remote worker's alone
+            where += ["--workers", "local,boxes" if self.image else "local"]
         daemon = subprocess.Popen([ORCHESTRA, "daemon", str(self.specs), *where, "--shutdown-grace", "2s"],
                                   env=self.env, stdout=self.log, stderr=self.log, cwd=self.root)
         self.daemons.append(daemon)
