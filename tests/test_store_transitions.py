@@ -200,3 +200,22 @@ def test_racing_batches_over_the_same_runs_have_one_winner_per_run(db_url: str) 
     with open_store(db_url) as store:
         for run_id in ids:
             assert [e.to_state for e in store.events(run_id)].count("Completed") == 1
+
+
+# -- adoption (``take_over``) ------------------------------------------------------------------
+
+
+def test_take_over_of_a_pending_run_whose_job_started_unrecorded(store: Store, clock: FakeClock) -> None:
+    """The run becomes Running under the new worker, with the job's ident and start time, once:
+    a second daemon adopting it too (or a run already recorded) gets None."""
+    pending, running = run_in(store, "Pending"), run_in(store, "Running")
+    started = clock.now - timedelta(seconds=5)
+    adopt = dict(from_worker="w1", attempt=1, worker="w2", lease_until=clock.now + timedelta(seconds=30),
+                 reason="adopted by w2 (worker w1 gone)", runner_ident="docker:abc", start_time=started)
+    taken = store.take_over(pending.id, **adopt)
+    assert taken is not None and taken == store.get_run(pending.id)
+    assert (taken.state, taken.worker, taken.runner_ident, taken.start_time) == ("Running", "w2", "docker:abc", started)
+    assert reasons(store, taken)[-1] == ("Pending", "Running", "adopted by w2 (worker w1 gone)")
+    assert store.take_over(pending.id, **{**adopt, "from_worker": "w2"}) is None  # not Pending any more
+    assert store.take_over(running.id, **adopt) is None  # its start was recorded: adopt it by its ident
+    assert store.get_run(running.id) == running

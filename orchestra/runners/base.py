@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeGuard
 
@@ -116,14 +118,24 @@ def start_concurrency(runner: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
 
 
+@dataclass(frozen=True)
+class Unrecorded:
+    """A job found by its run and attempt whose start no store records (``find_unrecorded``)."""
+
+    ident: str
+    started: datetime | None  # when it started, if the runner can tell
+    grace: float | None = None  # seconds between SIGTERM and SIGKILL its job asked for, if known
+
+
 class Runner(Protocol):
     """Launches rendered jobs of one pool type."""
 
     def start(self, run_id: str, job: dict[str, Any], log_path: Path, *, deployment: str | None = None,
-              pool: str | None = None) -> RunHandle:
+              pool: str | None = None, attempt: int | None = None) -> RunHandle:
         """Start ``job``; its output goes to ``log_path``. Raises ``LaunchError`` for what is
         wrong with the job, ``OSError`` for what is wrong here (see ``is_shortage``).
-        ``deployment`` and ``pool`` are the run's, for a runner that labels what it makes."""
+        ``deployment``, ``pool`` and ``attempt`` are the run's, for a runner that labels what
+        it makes (so that a later daemon can find a job whose start was never recorded)."""
         ...
 
     def reap_orphan(self, ident: str) -> bool:
@@ -138,6 +150,11 @@ class Runner(Protocol):
         """Problems with the shape of a rendered job, each as ``"path: what is wrong"``."""
         ...
 
+    # Optional, for jobs that outlive their daemon: ``adopt(self, ident, log_path, run_id)
+    # -> RunHandle | None`` follows again a job a dead daemon recorded; ``find_unrecorded(self,
+    # run_id, attempt) -> Unrecorded | None`` finds the job of an attempt whose start the dead
+    # daemon never recorded (so that it is adopted too, not run a second time), and
+    # ``reap_unrecorded(self, run_id) -> bool`` kills whatever else such a run left running.
     # Optional: ``probe(self) -> None``, raising ``Unreachable`` while what runs the jobs cannot
     # be reached and returning once it answers; called from a thread of its own during an
     # outage (``workers.outages``), so it may block, but should give up within seconds.

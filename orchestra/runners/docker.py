@@ -31,6 +31,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,10 @@ import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from urllib3.exceptions import ConnectTimeoutError
 
-from orchestra.runners.base import LaunchError, Unreachable
+from orchestra.runners.base import LaunchError, Unreachable, Unrecorded
 from orchestra.runners.docker_follow import ENGINE_ERRORS, Follower, explain
 from orchestra.runners.docker_job import (
+    ATTEMPT,
     DEPLOYMENT,
     MANAGED,
     POOL,
@@ -140,17 +142,19 @@ class DockerRunner:
         return validate_docker_job(job)
 
     def start(self, run_id: str, job: dict[str, Any], log_path: Path, *, deployment: str | None = None,
-              pool: str | None = None) -> DockerHandle:
+              pool: str | None = None, attempt: int | None = None) -> DockerHandle:
         """Pull per ``pullPolicy``, create and start the container, follow it; raises ``LaunchError``.
 
-        ``deployment`` and ``pool`` only label the container (the deployment
-        defaults to the job's ``ORCHESTRA_DEPLOYMENT``). A log file that cannot
-        be created is an ``OSError``, raised before any container exists.
+        ``deployment``, ``pool`` and ``attempt`` only label the container (the
+        deployment defaults to the job's ``ORCHESTRA_DEPLOYMENT``); the attempt
+        lets a later daemon adopt a container whose start was never recorded
+        (``find_unrecorded``). A log file that cannot be created is an
+        ``OSError``, raised before any container exists.
         """
         problems = validate_docker_job(job)
         if problems:
             raise LaunchError("invalid docker job: " + "; ".join(problems))
-        spec = container_spec(run_id, job, self._base_dir, self._run_labels(job, deployment, pool))
+        spec = container_spec(run_id, job, self._base_dir, self._run_labels(job, deployment, pool, attempt))
         client = self._engine()
         writer = BoundedLogWriter(Path(log_path), spec.remembered.log_max_bytes)
         try:
@@ -192,6 +196,34 @@ class DockerRunner:
         writer.note(f"following container {container.id[:12]} ({state}) again after a daemon restart")
         cursor = LogCursor(Path(log_path), container.id, position)
         return self._follow(container, writer, cursor, remembered)
+
+    def find_unrecorded(self, run_id: str, attempt: int) -> Unrecorded | None:
+        """The container of this attempt of the run, if a dead daemon started it and died
+        before recording it; None if there is none (or only one never started, removed here).
+
+        Only a container labelled with this very attempt counts: an earlier
+        attempt's container is not this attempt's job (``reap_unrecorded``
+        ends it). ``LaunchError`` when the engine cannot be asked.
+        """
+        found = None
+        for container in self._containers_of(run_id, {ATTEMPT: str(attempt)}):
+            if _status_of(container) == "created":  # made, never started: nothing ran, nothing to follow
+                _kill_and_remove(container, {}, "created")
+            elif found is None or _status_of(container) in LIVE_STATES:
+                found = container
+        if found is None:
+            return None
+        return Unrecorded(IDENT_PREFIX + str(found.id), _started_at(found),
+                          Remembered.from_labels(_labels_of(found)).grace)
+
+    def reap_unrecorded(self, run_id: str) -> bool:
+        """End the containers of ``run_id`` that no one follows (a dead daemon's start it never
+        recorded, of an attempt not adopted); True if one was running. Removed unless kept."""
+        running = False
+        for container in self._containers_of(run_id, {}):
+            if not self._is_followed(container.id):
+                running = _kill_and_remove(container, _labels_of(container), _status_of(container)) or running
+        return running
 
     def reap_orphan(self, ident: str) -> bool:
         """SIGKILL the container ``ident`` names if it runs and is ours; remove it unless kept.
@@ -237,13 +269,16 @@ class DockerRunner:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _run_labels(self, job: dict[str, Any], deployment: str | None, pool: str | None) -> dict[str, str]:
+    def _run_labels(self, job: dict[str, Any], deployment: str | None, pool: str | None,
+                    attempt: int | None) -> dict[str, str]:
         labels = dict(self._labels)
         deployment = deployment or (job.get("env") or {}).get("ORCHESTRA_DEPLOYMENT")
         if deployment:
             labels[DEPLOYMENT] = deployment
         if pool:
             labels[POOL] = pool
+        if attempt is not None:
+            labels[ATTEMPT] = str(attempt)
         return labels
 
     def _engine(self) -> Any:
@@ -289,6 +324,13 @@ class DockerRunner:
         if labels.get(MANAGED) != "true" or (run_id is not None and labels.get(RUN_ID) != run_id):
             return None
         return container
+
+    def _containers_of(self, run_id: str, labels: Mapping[str, str]) -> list[Any]:
+        """This runner's containers of ``run_id`` (with these labels too), stopped ones included."""
+        wanted = {**self._labels, **labels, MANAGED: "true", RUN_ID: run_id}
+        client = self._engine()
+        with _engine_errors(f"cannot list the containers of run {run_id}"):
+            return list(client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in wanted.items()]}))
 
     def _follow(self, container: Any, writer: BoundedLogWriter, cursor: LogCursor,
                 remembered: Remembered) -> DockerHandle:
@@ -431,3 +473,15 @@ def _labels_of(container: Any) -> dict[str, str]:
 def _status_of(container: Any) -> str:
     state = container.attrs.get("State")
     return str(state.get("Status") if isinstance(state, dict) else state)
+
+
+def _started_at(container: Any) -> datetime | None:
+    """When the engine started it (``State.StartedAt``), if it says; its zero time means never."""
+    state = container.attrs.get("State")
+    raw = state.get("StartedAt") if isinstance(state, dict) else None
+    if not raw or str(raw).startswith("0001-"):
+        return None
+    try:
+        return datetime.fromisoformat(str(raw))
+    except ValueError:
+        return None

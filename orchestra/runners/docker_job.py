@@ -27,7 +27,7 @@ from orchestra.runners.base import check_env, check_grace, check_log_max, json_t
 from orchestra.runners.logs import DEFAULT_LOG_MAX_BYTES
 
 __all__ = [
-    "DOCKER_JOB_FIELDS", "LABEL_PREFIX", "MANAGED", "PULL_POLICIES", "RUN_ID", "ContainerSpec",
+    "ATTEMPT", "DOCKER_JOB_FIELDS", "LABEL_PREFIX", "MANAGED", "PULL_POLICIES", "RUN_ID", "ContainerSpec",
     "Remembered", "container_spec", "memory_bytes", "validate_docker_job",
 ]
 
@@ -47,6 +47,7 @@ MANAGED = "orchestra.managed"
 RUN_ID = "orchestra.run-id"
 DEPLOYMENT = "orchestra.deployment"
 POOL = "orchestra.pool"
+ATTEMPT = "orchestra.attempt"
 AUTO_REMOVE = "orchestra.auto-remove"
 GRACE = "orchestra.grace-seconds"
 LOG_MAX = "orchestra.log-max-bytes"

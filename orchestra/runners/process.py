@@ -511,9 +511,10 @@ class ProcessRunner:
             _pump.rest()
 
     def start(self, run_id: str, job: dict[str, Any], log_path: Path, *, deployment: str | None = None,
-              pool: str | None = None) -> ProcessHandle:
+              pool: str | None = None, attempt: int | None = None) -> ProcessHandle:
         """Launch ``job``; raises ``LaunchError`` for an invalid or unstartable job.
-        (``deployment`` and ``pool`` label nothing here: a process has no labels.)
+        (``deployment``, ``pool`` and ``attempt`` label nothing here: a process has no labels,
+        and never outlives its daemon.)
 
         A failure to create the log file is an ``OSError`` (infrastructure,
         not the job's fault). The daemon's ``ORCHESTRA_RUN_ID`` never leaks in.

@@ -248,11 +248,14 @@ class Store:
             return transitions.renew_lease(conn, worker, run_ids, until)
 
     def take_over(self, run_id: str, *, from_worker: str | None, attempt: int, worker: str,
-                  lease_until: datetime, reason: str) -> Run | None:
-        """Give an active run to another worker (adoption); None if it moved on meanwhile."""
+                  lease_until: datetime, reason: str, runner_ident: str | None = None,
+                  start_time: datetime | None = None) -> Run | None:
+        """Give an active run to another worker (adoption); None if it moved on meanwhile.
+        With ``runner_ident``, a Pending run whose job started unrecorded becomes Running."""
         with self._db.write() as conn:
             return transitions.take_over(conn, run_id, from_worker=from_worker, attempt=attempt, worker=worker,
-                                         lease_until=lease_until, reason=reason, now=self._clock())
+                                         lease_until=lease_until, reason=reason, now=self._clock(),
+                                         runner_ident=runner_ident, start_time=start_time)
 
     def expired_leases(self, now: datetime) -> list[Run]:
         with self._db.read() as conn:

@@ -32,6 +32,7 @@ from orchestra.store.direct import DirectStatement
 from orchestra.store.models import (
     ACTIVE,
     CANCELLED,
+    PENDING,
     RUNNING,
     SCHEDULED,
     STATES,
@@ -342,21 +343,28 @@ def renew_lease(conn: Connection, worker: str, run_ids: Collection[str], until: 
 
 
 def take_over(conn: Connection, run_id: str, *, from_worker: str | None, attempt: int, worker: str,
-              lease_until: datetime, reason: str, now: datetime) -> Run | None:
-    """Hand an active run to ``worker`` without a state change (a job that outlived its
-    worker, adopted by another); None if the run is no longer that worker's attempt."""
-    statement = (
-        runs.update()
-        .where(_C.id == run_id, _C.worker.is_(None) if from_worker is None else _C.worker == from_worker,
-               _C.attempt == attempt, _C.state.in_(sorted(ACTIVE)))
-        .values(worker=worker, lease_expires_at=lease_until)
-        .returning(*runs.c)
-    )
-    row = conn.execute(statement).first()
+              lease_until: datetime, reason: str, now: datetime, runner_ident: str | None = None,
+              start_time: datetime | None = None) -> Run | None:
+    """Hand an active run to ``worker`` (a job that outlived its worker, adopted by
+    another); None if the run is no longer that worker's attempt.
+
+    Without ``runner_ident``, the state stays. With it, the run is the Pending
+    attempt whose job started but was never recorded: it moves to Running
+    with that ident and ``start_time`` (its rendered job stays unknown).
+    """
+    conditions = [_C.id == run_id, _C.worker.is_(None) if from_worker is None else _C.worker == from_worker,
+                  _C.attempt == attempt]
+    values: dict[str, Any] = {"worker": worker, "lease_expires_at": lease_until}
+    if runner_ident is None:
+        conditions.append(_C.state.in_(sorted(ACTIVE)))
+    else:
+        conditions += [_C.state == PENDING, _C.runner_ident.is_(None)]
+        values.update(state=RUNNING, state_reason=reason, runner_ident=runner_ident, start_time=start_time or now)
+    row = conn.execute(runs.update().where(*conditions).values(**values).returning(*runs.c)).first()
     if row is None:
         return None
     run = to_run(row)
-    write_events(conn, [(run, run.state)], now, reason)
+    write_events(conn, [(run, run.state if runner_ident is None else PENDING)], now, reason)
     return run
 
 

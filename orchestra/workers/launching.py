@@ -296,7 +296,7 @@ class Launcher:
         note(path, f"attempt {run.attempt} of {run.max_attempts} started at {now.isoformat()}")
         try:
             handle = self._start_held(run, rendered, runner, path) or runner.start(
-                run.id, rendered.runnable(), path, deployment=run.deployment, pool=run.pool)
+                run.id, rendered.runnable(), path, deployment=run.deployment, pool=run.pool, attempt=run.attempt)
         except (LaunchError, OSError) as err:
             if is_shortage(err):
                 return self._put_back(run, path, f"this worker is short of resources ({err.strerror or err})",
