@@ -187,15 +187,18 @@ def test_heartbeat_loss_crashes_or_retries_the_runs_and_the_revoked_worker_kills
         assert worker.proc.poll() is None, worker.output()
 
 
-def test_sigterm_stops_the_worker_cleanly_and_cancels_what_is_still_running(
-        workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess]) -> None:  # noqa: F811
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_stops_the_worker_cleanly_and_cancels_what_is_still_running(
+        workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess],  # noqa: F811
+        signum: signal.Signals) -> None:
+    """SIGHUP too: a worker whose terminal goes away stops as cleanly as a supervisor's SIGTERM."""
     url = api_url(daemon)
     worker = workers(url, "remote-c", TOKEN, "--shutdown-grace", "1s")
     with client(url) as api:
         run_id = trigger(api, "fragile")
         run_where(api, run_id, lambda r: r["state"] == "Running", "the job to start")
         job_pid = pids(workdir, 1)[0]
-        worker.signal(signal.SIGTERM)
+        worker.signal(signum)
         assert worker.proc.wait(timeout=30) == 0, worker.output()
         final = api.get(f"/runs/{run_id}").json()
         assert final["state"] == "Cancelled", final

@@ -247,6 +247,36 @@ def test_the_probe_of_a_running_engine_answers(docker_engine: Any, tmp_path: Pat
     DockerRunner(tmp_path).probe()
 
 
+def test_an_engine_slow_to_answer_holds_up_no_other_call_of_the_runner(docker_engine: Any,
+                                                                       tmp_path: Path) -> None:
+    """Making the client asks the engine's version (the client's timeout, on a host that drops
+    packets); meanwhile the runner's other calls (its close, when the daemon stops) go on."""
+    import docker
+
+    from orchestra.runners.docker import DockerRunner
+
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_client() -> Any:
+        entered.set()
+        release.wait(30)
+        return docker.from_env()
+
+    runner = DockerRunner(tmp_path, client_factory=slow_client)
+    prober = threading.Thread(target=runner.probe, daemon=True)
+    prober.start()
+    try:
+        assert entered.wait(10), "the probe never asked for the client"
+        closer = threading.Thread(target=runner.close, daemon=True)
+        closer.start()
+        closer.join(5)
+        assert not closer.is_alive(), "close waited for the engine's client"
+    finally:
+        release.set()
+        prober.join(30)
+    assert not prober.is_alive()
+
+
 # -- through a real daemon ---------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """What the two long-running commands, ``orchestra daemon`` and ``orchestra worker``, share:
-duration options and a clean stop on SIGTERM/SIGINT (and, for the daemon, SIGHUP to read the specs again)."""
+duration options and a clean stop on SIGTERM/SIGINT (and SIGHUP: the daemon reads its specs again,
+the worker stops cleanly)."""
 
 from __future__ import annotations
 
@@ -29,14 +30,19 @@ def duration_seconds(text: str, option: str, minimum: float = 0.0) -> float:
     return seconds
 
 
-def stop_on_signals(instance: Stoppable, log: logging.Logger) -> None:
-    """SIGTERM and SIGINT ask ``instance`` to stop; its ``stop`` must be safe in a signal handler."""
+def stop_on_signals(instance: Stoppable, log: logging.Logger, *, hangup: bool = False) -> None:
+    """SIGTERM and SIGINT ask ``instance`` to stop; its ``stop`` must be safe in a signal handler.
+
+    With ``hangup``, SIGHUP too: a command with nothing to read again (the
+    worker) gets it when its terminal goes away, and SIGHUP's default action
+    would end it at once, without cancelling its jobs or sending their logs.
+    """
     def handle(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: shutting down", signal.Signals(signum).name)
         instance.stop()
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    for signum in (signal.SIGTERM, signal.SIGINT, *((signal.SIGHUP,) if hangup else ())):
+        signal.signal(signum, handle)
 
 
 def reread_on_hangup(reread: Callable[[], None], log: logging.Logger) -> None:

@@ -87,7 +87,7 @@ def worker(app: AppContext, pool: str, queues: tuple[str, ...], limit: int | Non
             log_dir=log_dir or app.settings.state_dir / "worker-logs", queues=list(queues) or None, limit=limit,
             lease_seconds=lease_seconds, poll_interval=duration_seconds(poll, "--poll"),
             shutdown_grace=duration_seconds(shutdown_grace, "--shutdown-grace"), keep_logs=keep)
-        stop_on_signals(instance, log)
+        stop_on_signals(instance, log, hangup=True)
         log.info("orchestra worker %s serving pool %s%s from %s", worker_id, pool,
                  f" (queues {', '.join(queues)})" if queues else "", url)
         health = _health_server(health_host, health_port, instance.loop_quiet_for) if health_port is not None else None

@@ -282,16 +282,31 @@ class DockerRunner:
         return labels
 
     def _engine(self) -> Any:
-        """The engine client, made on first use; ``LaunchError`` while the engine is unreachable."""
+        """The engine client, made on first use; ``LaunchError`` while the engine is unreachable.
+
+        Made outside the runner's lock: making it asks the engine its API
+        version, which on a host that drops packets waits for the client's
+        timeout, and the lock also guards the followed containers, which
+        every job's end and every cancel touches. Two threads making it at
+        once keep the first client made and close the other.
+        """
+        with self._lock:
+            if self._client is not None:
+                return self._client
+        try:
+            made = self._client_factory()
+        except ENGINE_ERRORS as err:
+            if never_reached(err):
+                raise Unreachable(unreachable(err), probe=self.probe) from None
+            raise LaunchError(unreachable(err)) from None
         with self._lock:
             if self._client is None:
-                try:
-                    self._client = self._client_factory()
-                except ENGINE_ERRORS as err:
-                    if never_reached(err):
-                        raise Unreachable(unreachable(err), probe=self.probe) from None
-                    raise LaunchError(unreachable(err)) from None
-            return self._client
+                self._client, made = made, None
+            client = self._client
+        if made is not None:
+            with contextlib.suppress(Exception):
+                made.close()
+        return client
 
     def probe(self) -> None:
         """``Unreachable`` while the engine cannot be reached; returns once it answers.
