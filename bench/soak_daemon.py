@@ -320,6 +320,9 @@ class ContainerWatch:
             with engine.connect() as conn:
                 attempts = {row.id: row.attempt for row in conn.execute(sa.text(
                     "SELECT id, attempt FROM runs WHERE deployment LIKE 'box-%'"))}
+                adoptions = [row.reason for row in conn.execute(sa.text(
+                    "SELECT e.reason FROM run_events e JOIN runs r ON r.id = e.run_id "
+                    "WHERE r.deployment LIKE 'box-%' AND e.reason LIKE 'adopted by %'"))]
         finally:
             engine.dispose()
         running = self.client.containers.list(filters={"label": "orchestra.pool=boxes"})
@@ -328,6 +331,9 @@ class ContainerWatch:
                                                           if n > attempts.get(run, 0)],
             "no container of the soak still runs": [c.name for c in running],
             "(containers made)": sum(self.made.values()),
+            "(containers adopted: recorded, started unrecorded)": (
+                sum("before it was recorded" not in r for r in adoptions),
+                sum("before it was recorded" in r for r in adoptions)),
         }
 
 
@@ -386,7 +392,8 @@ def main() -> None:
         if containers is not None:
             problems |= containers.check(db.replace("postgresql://", "postgresql+psycopg://", 1))
     problems["every SIGTERM stopped its daemon within 30 s"] = ["stuck"] * soak.done["stuck on SIGTERM"]
-    for info in ("(runs by state)", "(left Scheduled, by deployment)", "(containers made)"):
+    for info in ("(runs by state)", "(left Scheduled, by deployment)", "(containers made)",
+                 "(containers adopted: recorded, started unrecorded)"):
         if info in problems:
             problems[info] = problems.pop(info)
     failed = False
