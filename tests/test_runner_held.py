@@ -35,6 +35,7 @@ print(json.dumps({
     "pgid": os.getpgid(0), "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
     "stdin": os.readlink("/proc/self/fd/0"),
     "signals": {key: status[key].strip() for key in ("SigBlk", "SigIgn")},
+    "cpus": status["Cpus_allowed_list"].strip(),
 }), flush=True)
 """
 

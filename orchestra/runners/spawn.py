@@ -36,6 +36,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from orchestra.runners.placement import job_cpus, wake_elsewhere
+
 __all__ = ["Child", "HeldChild", "hold", "holding_is_faithful", "prepare", "raise_open_file_limit", "spawn"]
 
 _POSIX_SPAWN_SETSIGMASK = 0x08  # glibc's <spawn.h>
@@ -113,6 +115,7 @@ HOLD_SHELL = "/bin/sh"
 HOLD_SCRIPT = ('read -r go <&3 && [ "$go" = go ] || exit 125; '
                'case $1 in -) unset PWD;; *) PWD=${1#=}; export PWD;; esac; shift; exec "$@" 3<&-')
 _RELEASE = b"go\n"
+_HELD_CMDLINE = b"\0".join(os.fsencode(part) for part in (HOLD_SHELL, "-c", HOLD_SCRIPT, "orchestra-held", ""))
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SHELL_OWNED = frozenset({"IFS", "OPTIND", "PPID"})  # POSIX shells reset these (dash stops on an odd OPTIND)
 
@@ -124,14 +127,15 @@ class HeldChild(Child):
         super().__init__(pid, stdout)
         self._release_fd = release_fd
         self._state = "held"  # then "released" or "dropped"
+        self._cpus = job_cpus(pid)  # its CPU mask: narrowed for the instant of the release
 
     def release(self) -> None:
         """Let the job run; ``OSError`` if its holder is gone or it was dropped (the
         caller then drops it and starts the job the ordinary way)."""
         if self._state != "held":
             raise OSError(f"a held job cannot be released once {self._state}")
-        try:
-            os.write(self._release_fd, _RELEASE)  # one line into an empty pipe: never blocks
+        try:  # one line into an empty pipe: never blocks; woken on another core than this one
+            wake_elsewhere(self.pid, self._cpus, lambda: os.write(self._release_fd, _RELEASE), _still_held)
         except OSError:
             self.drop()
             raise
@@ -149,6 +153,15 @@ class HeldChild(Child):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
         self.close_stdout()
+
+
+def _still_held(pid: int) -> bool:
+    """Is process ``pid`` still the holding shell (not yet ``exec``ed into its job)?"""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read(len(_HELD_CMDLINE)) == _HELD_CMDLINE
+    except OSError:
+        return False
 
 
 def hold(argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> HeldChild | None:

@@ -1,0 +1,135 @@
+"""A held job is woken on another core than the loop releasing it, and then runs with
+its whole CPU mask (``runners.placement``), even when the loop gave the mask back late.
+
+Real processes and real masks; needs two CPUs (this project's machines have two).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestra.runners import placement
+from orchestra.runners.spawn import HeldChild, _still_held, hold
+
+
+def cpus_allowed(pid: int) -> frozenset[int]:
+    return frozenset(os.sched_getaffinity(pid))
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and placement._pgrp(name) == pgid:
+            members.append(int(name))
+    return members
+
+
+@pytest.fixture
+def all_cpus() -> frozenset[int]:
+    cpus = frozenset(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("placing a job on another core needs two CPUs")
+    return cpus
+
+
+@pytest.fixture
+def held() -> Iterator[list[HeldChild]]:
+    """Held jobs a test made: each, released or not, is ended with its process group and reaped."""
+    made: list[HeldChild] = []
+    yield made
+    for child in made:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child.pid, 0)
+        child.drop()  # closes what a held one still has open
+        with contextlib.suppress(OSError):  # a released one's output pipe
+            child.close_stdout()
+
+
+def make_held(made: list[HeldChild], argv: list[str]) -> HeldChild:
+    child = hold(argv, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, cwd="/")
+    assert child is not None, "this machine's shell is expected to hold jobs"
+    made.append(child)
+    return child
+
+
+@pytest.mark.timeout(30)
+def test_the_job_is_woken_without_the_releasing_threads_core_and_gets_its_mask_back(
+        all_cpus: frozenset[int], held: list[HeldChild]) -> None:
+    child = make_held(held, ["true"])
+    seen: list[tuple[int, frozenset[int]]] = []
+
+    def wake() -> None:  # stands for the write: what the kernel sees when the job wakes
+        seen.append((placement._GETCPU(), cpus_allowed(child.pid)))
+
+    placement.wake_elsewhere(child.pid, placement.job_cpus(child.pid), wake, lambda pid: True)
+    (here, mask_at_wake), = seen
+    assert here not in mask_at_wake and mask_at_wake == all_cpus - {here}
+    assert cpus_allowed(child.pid) == all_cpus
+
+
+@pytest.mark.timeout(30)
+def test_a_job_that_ran_before_its_mask_came_back_gets_it_on_all_it_started(
+        all_cpus: frozenset[int], held: list[HeldChild]) -> None:
+    """The loop descheduled between the wake-up and the give-back: the job already ran and
+    started a process, which inherited the narrow mask; both get the whole one back."""
+    child = make_held(held, ["sh", "-c", "sleep 30 & wait"])
+    release = child._release_fd
+
+    def wake_then_stall() -> None:
+        os.write(release, b"go\n")
+        deadline = time.monotonic() + 10
+        while len(group_members(child.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(group_members(child.pid)) >= 2, "the job never started its sleep"
+
+    placement.wake_elsewhere(child.pid, placement.job_cpus(child.pid), wake_then_stall, _still_held)
+    members = group_members(child.pid)
+    assert len(members) >= 2
+    assert {pid: cpus_allowed(pid) for pid in members} == {pid: all_cpus for pid in members}
+
+
+@pytest.mark.timeout(30)
+def test_a_released_held_job_runs_with_the_mask_it_was_made_with(all_cpus: frozenset[int],
+                                                                 held: list[HeldChild], tmp_path: Path) -> None:
+    out = tmp_path / "cpus"
+    child = make_held(held, [sys.executable, "-c", f"import os; open({str(out)!r}, 'w').write("
+                                                   "repr(sorted(os.sched_getaffinity(0))))"])
+    child.release()
+    _, status = os.waitpid(child.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert out.read_text() == repr(sorted(all_cpus))
+
+
+@pytest.mark.timeout(30)
+def test_a_mask_the_job_set_itself_before_the_late_give_back_is_left_alone(
+        all_cpus: frozenset[int], held: list[HeldChild], tmp_path: Path) -> None:
+    first = min(all_cpus)
+    flag = tmp_path / "pinned"
+    child = make_held(held, [sys.executable, "-c", f"import os, time; os.sched_setaffinity(0, {{{first}}}); "
+                                                   f"open({str(flag)!r}, 'w').close(); time.sleep(30)"])
+    release = child._release_fd
+
+    def wake_then_stall() -> None:
+        os.write(release, b"go\n")
+        deadline = time.monotonic() + 20
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert flag.exists(), "the job never set its mask"
+
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {first})  # this thread on the core the job pins itself to: not the narrow mask
+    try:
+        placement.wake_elsewhere(child.pid, placement.job_cpus(child.pid), wake_then_stall, _still_held)
+    finally:
+        os.sched_setaffinity(0, before)
+    assert cpus_allowed(child.pid) == {first}
