@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import event
 
 from orchestra.reconcile.apply import apply_plan, plan_specs
-from orchestra.reconcile.scheduler import Scheduler
-from orchestra.store import Store, open_store
+from orchestra.reconcile.scheduler import LEAD_RETRY, Scheduler
+from orchestra.store import Leadership, Store, open_store
 from tests.store_fixtures import FakeClock
 
 POOL = "apiVersion: orchestra/v1\nkind: WorkPool\nmetadata: {name: local}\nspec: {type: process}\n"
@@ -74,15 +74,44 @@ def test_due_slots_become_runs_and_tick_says_when_next(world: World) -> None:
     assert run.trigger == "schedule" and run.scheduled_time == at(12, 1)
 
 
+class Leads(Leadership):
+    """A lead always held: two schedulers both materializing, as for the instant a lead
+    passes on (a leader's lost connection noticed only at its next tick)."""
+
+    def held(self) -> bool:
+        return True
+
+
 def test_restart_and_second_scheduler_never_double_a_slot(world: World) -> None:
     world.deploy("schedules: [{interval: 1m}]")
     world.at(at(12, 3))
-    other = Scheduler(world.store)  # a restarted daemon, or a second one
+    other = Scheduler(world.store, lead=Leads())  # a restarted daemon, or a second one leading too
     other.tick(at(12, 3))
     world.scheduler = Scheduler(world.store)
     world.at(at(12, 3, 30))
     slots = [s for s, _ in world.runs()]
     assert slots == sorted(set(slots)) and len(slots) == 3
+
+
+def test_a_second_daemon_stands_by_while_the_first_leads_then_owes_every_slot(world: World) -> None:
+    world.deploy("schedules: [{interval: 1m}]\nmissedRuns: {policy: all}")
+    world.at(at(12, 1))
+    other = Scheduler(world.store)  # a second daemon on the same store
+    statements: list[str] = []
+
+    def seen(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(world.store.engine, "before_cursor_execute", seen)
+    assert other.tick(at(12, 2, 30)) == at(12, 2, 30) + LEAD_RETRY  # standing by: it asks again in a second
+    event.remove(world.store.engine, "before_cursor_execute", seen)
+    assert statements == [], "standing by costs the store nothing"
+    world.at(at(12, 2, 30))
+    assert slot_times(world) == ["12:01", "12:02"]
+    world.scheduler.close()  # the first daemon stops (or dies: its lock goes with it)
+    other.tick(at(12, 4, 10))
+    assert slot_times(world) == ["12:01", "12:02", "12:03", "12:04"]
+    assert world.scheduler.tick(at(12, 5)) == at(12, 5) + LEAD_RETRY  # now the first one stands by
 
 
 def test_downtime_is_accounted_for_by_policy_all(world: World) -> None:

@@ -231,6 +231,7 @@ class Daemon:
         finally:
             if self.watcher:
                 self.watcher.stop()
+            self.scheduler.close()  # first: another daemon takes over the schedules while jobs finish here
             if self.worker:
                 log.info("stopping: no new runs; waiting up to %.0fs for running jobs", self.settings.shutdown_grace)
                 self.worker.shutdown(self.settings.shutdown_grace, self.clock)

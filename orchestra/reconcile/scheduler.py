@@ -14,6 +14,12 @@ slots like a paused deployment: they are recorded Skipped ("schedule
 paused"); pausing and resuming bump the resource marker, so the next tick
 re-reads them.
 
+When several daemons share a store, one at a time materializes (DESIGN.md):
+the one holding the store's ``leadership("scheduler")``, a lock that dies with
+its holder. The others stand by and ask again every second, so a leader
+killed is replaced within about a second, and the new one owes the slots
+since the last stored one, as after any downtime.
+
 With ``ahead`` (the daemon gives ``PREPARE_AHEAD``), a tick also makes the run
 of each slot falling due within that time, Scheduled for its slot: when
 hundreds of deployments share a cron boundary, their rows are written before
@@ -35,11 +41,12 @@ from typing import Any
 from orchestra.reconcile.operations import run_policy
 from orchestra.reconcile.slots import SCHEDULED, MissedRuns, SlotDecision, decide_slots
 from orchestra.scheduling import Schedule, active_schedules, next_slots, slot_key, slots_between
-from orchestra.store import ACTIVE, CANCELLING, NewRun, Run, Store, StoredResource, TransitionRequest
+from orchestra.store import ACTIVE, CANCELLING, Leadership, NewRun, Run, Store, StoredResource, TransitionRequest
 
 log = logging.getLogger("orchestra.scheduler")
 BATCH = 5_000
 PREPARE_AHEAD = timedelta(seconds=2)  # how long before its slot a run is made (see the module docstring)
+LEAD_RETRY = timedelta(seconds=1)  # how often a daemon that does not lead asks again
 
 
 @dataclass
@@ -54,14 +61,24 @@ class Tracked:
 
 
 class Scheduler:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, lead: Leadership | None = None) -> None:
         self.store = store
         self.tracked: list[Tracked] = []
         self._marker: Any = None
+        self._lead = lead if lead is not None else store.leadership("scheduler")
+        self._leading: bool | None = None  # as last seen, to log the changes only
 
     def tick(self, now: datetime, ahead: timedelta = timedelta(0)) -> datetime | None:
         """Materialize every slot due at ``now``, and make the runs of slots due within
-        ``ahead`` that may be made early; return when the next tick is needed."""
+        ``ahead`` that may be made early; return when the next tick is needed.
+
+        Only while this daemon leads (``store.leadership``): another one asks again
+        every ``LEAD_RETRY``, and reads everything afresh once it leads.
+        """
+        if not self._leads():
+            self._marker = None
+            self.tracked = []
+            return now + LEAD_RETRY
         marker = self.store.resource_marker()
         if marker != self._marker:
             self.reload(now)
@@ -76,6 +93,21 @@ class Scheduler:
                 self._prepare(soon)
         return min((t.next_slot - ahead if ahead and _preparable(t) else t.next_slot
                     for t in self.tracked if t.next_slot), default=None)
+
+    def close(self) -> None:
+        """Give up the lead (a clean stop): a daemon standing by takes it at its next tick."""
+        self._lead.release()
+        self._leading = None
+
+    def _leads(self) -> bool:
+        leading = self._lead.held()
+        if leading != self._leading:
+            if leading:
+                log.info("this daemon now materializes the schedules")
+            else:
+                log.info("another daemon materializes the schedules; this one stands by")
+            self._leading = leading
+        return leading
 
     def invalidate(self) -> None:
         """Forget what is in memory; the next tick re-reads the store (after an error)."""

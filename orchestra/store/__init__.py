@@ -6,6 +6,7 @@ package sees a row, a session or a dialect. Start at ``store.py``.
 """
 
 from orchestra.store.dispatch import PUT_BACK, READY
+from orchestra.store.leadership import Leadership
 from orchestra.store.migrations import LATEST_VERSION
 from orchestra.store.models import (
     ACTIVE,
@@ -38,7 +39,7 @@ from orchestra.store.transitions import TransitionRequest, TransitionResult
 __all__ = [
     "ACTIVE", "CANCELLED", "CANCELLING", "COMPLETED", "CRASHED", "FAILED", "LATEST_VERSION",
     "MISSED", "PENDING", "PUT_BACK", "READY", "RUNNING", "SCHEDULED", "SKIPPED", "STATES", "TERMINAL",
-    "TRANSITIONS", "FinishedAndClaimed", "NewRun", "ResourceWrite", "Run", "RunEvent", "Store", "StoredResource",
+    "TRANSITIONS", "FinishedAndClaimed", "Leadership", "NewRun", "ResourceWrite", "Run", "RunEvent", "Store", "StoredResource",
     "TransitionRequest", "TransitionResult",
     "can_transition", "effective_paused", "evolve", "open_store",
 ]

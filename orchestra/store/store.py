@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from orchestra.store.leadership import Leadership, leadership
 from orchestra.store import (
     claim,
     event_log,
@@ -82,6 +83,10 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def leadership(self, name: str) -> Leadership:
+        """The lead for ``name`` among the processes sharing this store (``store.leadership``)."""
+        return leadership(self._db.engine, name)
 
     def __enter__(self) -> Store:
         return self
