@@ -162,6 +162,32 @@ def test_a_daemon_killed_outright_is_marked_gone_by_the_next_one_on_its_host(sto
     assert states[os.getpid()] == "running"
 
 
+def _schedules(daemon: DaemonProcess) -> dict[int, str | None]:
+    """What ``orchestra status`` says of each running daemon's part in the schedules."""
+    shown = json.loads(daemon.cli("status", "-o", "json").stdout)["daemons"]
+    return {d["pid"]: d.get("schedules") for d in shown if d["state"] == "running"}
+
+
+@pytest.mark.timeout(120)
+def test_one_daemon_materializes_the_schedules_and_another_takes_over_when_it_is_killed(
+        daemon_factory: Callable[..., DaemonProcess]) -> None:
+    first = daemon_factory().start()
+    first.ready()
+    assert first.proc is not None
+    wait_for(lambda: _schedules(first).get(first.proc.pid) == "materializes", timeout=20,
+             message="the first daemon materializing the schedules")
+    second = daemon_factory().start()
+    second.ready()
+    assert second.proc is not None
+    wait_for(lambda: _schedules(second) == {first.proc.pid: "materializes", second.proc.pid: "stands by"},
+             timeout=20, message="the second daemon standing by")
+    assert "standing by for the schedules (another daemon materializes them)" in second.cli("status").stdout
+    first.kill9()
+    wait_for(lambda: _schedules(second).get(second.proc.pid) == "materializes", timeout=20,
+             message="the second daemon taking over")
+    assert second.stop() == 0
+
+
 @pytest.mark.timeout(90)
 def test_status_shows_a_daemon_running_stopped_and_gone(daemon_factory: Callable[..., DaemonProcess]) -> None:
     daemon = daemon_factory().start()
@@ -173,6 +199,8 @@ def test_status_shows_a_daemon_running_stopped_and_gone(daemon_factory: Callable
     assert daemon.proc is not None and running["pid"] == daemon.proc.pid
     text = daemon.cli("status").stdout
     assert f"Daemon {socket.gethostname()}:{daemon.proc.pid} running: watching" in text
+    wait_for(lambda: "pools: all; materializing the schedules; started" in daemon.cli("status").stdout,
+             timeout=20, message="status saying the daemon materializes the schedules")
     assert daemon.stop() == 0
     [stopped] = json.loads(daemon.cli("status", "-o", "json").stdout)["daemons"]
     assert stopped["state"] == "stopped" and stopped["stoppedAt"]

@@ -92,6 +92,9 @@ class DaemonOut(BaseModel):
     state: Literal["running", "stopped", "gone", "unresponsive"] = Field(description=(
         "`gone`: ended without stopping, found so by a later daemon on its host; `unresponsive`: "
         "neither seen for 30 s nor stopped: killed, frozen, or its host gone."))
+    schedules: Literal["materializes", "stands by"] | None = Field(None, description=(
+        "Whether it materializes the schedules (one daemon at a time does) or stands by to take "
+        "over; null before its first look, or when it stopped."))
 
 
 class DaemonsOut(BaseModel):

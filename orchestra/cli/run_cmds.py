@@ -198,7 +198,10 @@ def daemon_line(daemon: dict[str, Any], now: datetime) -> str:
     if daemon["state"] == "unresponsive":
         return (f"{name} UNRESPONSIVE: not seen for {seen:.0f}s (since {_seconds(daemon['seenAt'])}) and it did not stop: "
                 "killed, frozen, or its host gone.")
+    schedules = {"materializes": "materializing the schedules; ",
+                 "stands by": "standing by for the schedules (another daemon materializes them); "}
     return (f"{name} running: watching {', '.join(daemon['paths'])}, running the jobs of pools: {daemon['workers']}; "
+            f"{schedules.get(daemon.get('schedules') or '', '')}"
             f"started {_seconds(daemon['startedAt'])}, seen {max(0.0, seen):.0f}s ago." + _waits(daemon))
 
 

@@ -156,7 +156,8 @@ class Daemon:
         self.presence = Presence(store, clock, {
             "paths": [str(path) for path in settings.paths],
             "workers": settings.workers if worker is not None else "none",
-        }, lambda: {"unreachable": worker.unreachable_pools(self.clock()) if worker is not None else []})
+        }, lambda: {"unreachable": worker.unreachable_pools(self.clock()) if worker is not None else [],
+                    "schedules": {True: "materializes", False: "stands by"}.get(self.scheduler.leading)})
         self.watcher = SpecWatcher(settings.paths, self.spec_changed) if settings.watch else None
         self.retention = (RunRetention(store, settings.keep_runs, settings.log_dir)
                           if settings.keep_runs is not None else None)
@@ -338,8 +339,11 @@ class Daemon:
             ticked_revision, next_slot = self._ticked
             if ticked_revision == revision and (next_slot is None or now < next_slot):
                 return next_slot
+        leading = self.scheduler.leading
         next_slot = self.scheduler.tick(now, timedelta(seconds=self.settings.prepare_ahead))
         self._ticked = (revision, next_slot)
+        if self.scheduler.leading != leading:  # status shows at once which daemon schedules
+            self.presence.news()
         return next_slot
 
     def _recover_expired_leases(self, now: datetime) -> None:

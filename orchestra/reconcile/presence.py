@@ -69,6 +69,10 @@ class Presence:
         self._store.put_status(self.key, {**self._document, **self._news(), "seenAt": self._clock().isoformat(),
                                           "stoppedAt": None})
 
+    def news(self) -> None:
+        """What the daemon says changed: the next ``beat`` writes at once."""
+        self._next_beat = -float("inf")
+
     def stopped(self) -> None:
         now = self._clock().isoformat()
         self._store.put_status(self.key, {**self._document, "seenAt": now, "stoppedAt": now, "unreachable": []})

@@ -94,6 +94,11 @@ class Scheduler:
         return min((t.next_slot - ahead if ahead and _preparable(t) else t.next_slot
                     for t in self.tracked if t.next_slot), default=None)
 
+    @property
+    def leading(self) -> bool | None:
+        """Whether this daemon materializes the schedules, as its last tick found; None before."""
+        return self._leading
+
     def close(self) -> None:
         """Give up the lead (a clean stop): a daemon standing by takes it at its next tick."""
         self._lead.release()
