@@ -203,6 +203,7 @@ class Daemon:
             if recovered:
                 log.info("recovered %d run(s) left by a previous daemon", len(recovered))
         with contextlib.suppress(StoreError):  # the loop's passes write it again
+            self.scheduler.ask_lead()  # so that the first status document says who schedules
             self.presence.beat()
             self.presence.tidy()
 

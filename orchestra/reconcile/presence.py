@@ -155,8 +155,10 @@ def daemons(store: Store, now: datetime) -> list[dict[str, Any]]:
         else:
             state = "running"
         document = dict(document)
-        unreachable = document.pop("unreachable", [])  # placed where the API's model has it
-        found.append({**document, "goneAt": document.get("goneAt"), "unreachable": unreachable, "state": state})
+        unreachable = document.pop("unreachable", [])  # placed where the API's model has them
+        schedules = document.pop("schedules", None)
+        found.append({**document, "goneAt": document.get("goneAt"), "unreachable": unreachable, "state": state,
+                      "schedules": schedules})
     return sorted(found, key=_seen, reverse=True)
 
 

@@ -75,7 +75,7 @@ class Scheduler:
         Only while this daemon leads (``store.leadership``): another one asks again
         every ``LEAD_RETRY``, and reads everything afresh once it leads.
         """
-        if not self._leads():
+        if not self.ask_lead():
             self._marker = None
             self.tracked = []
             return now + LEAD_RETRY
@@ -104,7 +104,8 @@ class Scheduler:
         self._lead.release()
         self._leading = None
 
-    def _leads(self) -> bool:
+    def ask_lead(self) -> bool:
+        """Whether this daemon leads, taking the lead if it is free (each tick asks too)."""
         leading = self._lead.held()
         if leading != self._leading:
             if leading:
