@@ -105,3 +105,12 @@ def test_a_lost_postgresql_session_is_a_lost_lead_and_another_store_in_another_s
 def test_a_store_in_memory_is_its_process_own() -> None:
     with open_store("sqlite:///:memory:") as store:
         assert store.leadership("scheduler").held()
+
+
+def test_an_sqlite_store_whose_lock_file_cannot_be_made_still_leads(tmp_path: Path) -> None:
+    """A lock file in the way (here a directory of that name): the daemon leads, as every
+    daemon did before there was a lock; the idempotency key keeps each slot single."""
+    url = f"sqlite:///{tmp_path / 'orchestra.db'}"
+    with open_store(url) as store:
+        (tmp_path / "orchestra.db.scheduler.lock").mkdir()
+        assert store.leadership("scheduler").held()

@@ -61,11 +61,18 @@ class _FileLock(Leadership):
     def __init__(self, path: Path) -> None:
         self._path = path
         self._file: IO[bytes] | None = None
+        self._unlockable = False
 
     def held(self) -> bool:
-        if self._file is not None:
+        if self._file is not None or self._unlockable:
             return True
-        handle = open(self._path, "ab")  # noqa: SIM115 - kept open while the lock is held
+        try:
+            handle = open(self._path, "ab")  # noqa: SIM115 - kept open while the lock is held
+        except OSError as err:  # the key keeps slots single anyway: lead, as before there was a lock
+            log.warning("cannot make the lock file %s (%s): this daemon materializes the schedules "
+                        "whatever other daemons do", self._path, err)
+            self._unlockable = True
+            return True
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
