@@ -306,13 +306,20 @@ def test_overview_lists_the_daemons_and_marks_one_gone_quiet(ui: LiveUi) -> None
     assert "No daemon has served this store in the last day." in client.get("/").text
     base = {"paths": ["specs"], "workers": "all", "startedAt": (T0 - timedelta(hours=2)).isoformat()}
     ui.store.put_status("daemon:build-1:41", {**base, "host": "build-1", "pid": 41, "seenAt": T0.isoformat(),
-                                              "stoppedAt": None})
+                                              "stoppedAt": None, "schedules": "materializes"})
     ui.store.put_status("daemon:build-2:97", {**base, "host": "build-2", "pid": 97, "stoppedAt": None,
-                                              "seenAt": (T0 - timedelta(minutes=5)).isoformat()})
+                                              "seenAt": (T0 - timedelta(minutes=5)).isoformat(),
+                                              "schedules": "stands by"})
+    ui.store.put_status("daemon:build-3:12", {**base, "host": "build-3", "pid": 12, "stoppedAt": None,
+                                              "seenAt": (T0 - timedelta(seconds=5)).isoformat(),
+                                              "schedules": "stands by"})
     section = client.get("/").text.split('id="daemons-title"')[1].split("</section>")[0]
     rows = section.split("<tbody>")[1].split("</tr>")
     assert "build-1:41" in rows[0] and "<td>running</td>" in rows[0] and "badge" not in rows[0]
-    assert "build-2:97" in rows[1] and '<span class="badge warn"' in rows[1] and "unresponsive" in rows[1]
+    assert ">materializes them</span>" in rows[0]
+    assert "build-3:12" in rows[1] and ">stands by</span>" in rows[1]
+    assert "build-2:97" in rows[2] and '<span class="badge warn"' in rows[2] and "unresponsive" in rows[2]
+    assert "stands by" not in rows[2]  # what an unresponsive daemon last said is not what it does
     ui.store.put_status("daemon:build-1:41", {**base, "host": "build-1", "pid": 41, "seenAt": T0.isoformat(),
                                               "stoppedAt": None, "unreachable": [
                                                   {"pool": "boxes", "since": (T0 - timedelta(minutes=3)).isoformat(),
