@@ -52,6 +52,20 @@ def written(store: Store, pid: int, seen: datetime, stopped: datetime | None = N
                            "stoppedAt": stopped.isoformat() if stopped else None})
 
 
+def test_of_two_running_daemons_saying_they_schedule_the_later_lead_is_shown(store: Store) -> None:
+    """A leader killed leaves a document that reads as running, and as leading, until it
+    goes quiet; the daemon that took the lead after it is the one status names."""
+    for pid, since, said in ((7, T0 - timedelta(minutes=5), "materializes"), (8, T0, "materializes"),
+                             (9, T0 - timedelta(minutes=9), "stands by")):
+        store.put_status(f"daemon:elsewhere:{pid}", {"host": "elsewhere", "pid": pid, "paths": ["specs"],
+                                                     "workers": "all", "startedAt": T0.isoformat(),
+                                                     "seenAt": T0.isoformat(), "stoppedAt": None,
+                                                     "schedules": said, "schedulesSince": since.isoformat()})
+    found = {d["pid"]: d for d in presence.daemons(store, T0)}
+    assert {pid: d["schedules"] for pid, d in found.items()} == {7: None, 8: "materializes", 9: "stands by"}
+    assert not any("schedulesSince" in d for d in found.values())  # the API's model has no such field
+
+
 def test_running_stopped_and_unresponsive_daemons(store: Store) -> None:
     clock = Clock()
     mine = presence.Presence(store, clock, {"paths": ["specs"], "workers": "local"})
@@ -185,6 +199,7 @@ def test_one_daemon_materializes_the_schedules_and_another_takes_over_when_it_is
     first.kill9()
     wait_for(lambda: _schedules(second).get(second.proc.pid) == "materializes", timeout=20,
              message="the second daemon taking over")
+    assert _schedules(second) == {first.proc.pid: None, second.proc.pid: "materializes"}  # not two leaders
     assert second.stop() == 0
 
 

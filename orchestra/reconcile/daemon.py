@@ -153,11 +153,12 @@ class Daemon:
         self._next_lease_check = 0.0
         self._next_follow = 0.0  # monotonic time of the next look at where the spec paths lead
         self._last_pass: float | None = None  # monotonic time the loop last came round; None until it has
+        self._schedules_news: dict[str, Any] = {}  # what the status document says of the scheduler's lead
         self.presence = Presence(store, clock, {
             "paths": [str(path) for path in settings.paths],
             "workers": settings.workers if worker is not None else "none",
         }, lambda: {"unreachable": worker.unreachable_pools(self.clock()) if worker is not None else [],
-                    "schedules": {True: "materializes", False: "stands by"}.get(self.scheduler.leading)})
+                    **self._schedules_news})
         self.watcher = SpecWatcher(settings.paths, self.spec_changed) if settings.watch else None
         self.retention = (RunRetention(store, settings.keep_runs, settings.log_dir)
                           if settings.keep_runs is not None else None)
@@ -204,6 +205,7 @@ class Daemon:
                 log.info("recovered %d run(s) left by a previous daemon", len(recovered))
         with contextlib.suppress(StoreError):  # the loop's passes write it again
             self.scheduler.ask_lead()  # so that the first status document says who schedules
+            self._note_lead()
             self.presence.beat()
             self.presence.tidy()
 
@@ -340,12 +342,18 @@ class Daemon:
             ticked_revision, next_slot = self._ticked
             if ticked_revision == revision and (next_slot is None or now < next_slot):
                 return next_slot
-        leading = self.scheduler.leading
         next_slot = self.scheduler.tick(now, timedelta(seconds=self.settings.prepare_ahead))
         self._ticked = (revision, next_slot)
-        if self.scheduler.leading != leading:  # status shows at once which daemon schedules
-            self.presence.news()
+        self._note_lead()
         return next_slot
+
+    def _note_lead(self) -> None:
+        """Status shows at once which daemon schedules, and since when (of two documents that
+        say so, the older is a leader killed before it could say otherwise)."""
+        said = {True: "materializes", False: "stands by"}.get(self.scheduler.leading)
+        if said != self._schedules_news.get("schedules"):
+            self._schedules_news = {"schedules": said, "schedulesSince": self.clock().isoformat()}
+            self.presence.news()
 
     def _recover_expired_leases(self, now: datetime) -> None:
         """Without an in-process worker (``--workers none``), recovering runs whose worker

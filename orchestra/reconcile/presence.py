@@ -158,8 +158,21 @@ def daemons(store: Store, now: datetime) -> list[dict[str, Any]]:
         unreachable = document.pop("unreachable", [])  # placed where the API's model has them
         schedules = document.pop("schedules", None)
         found.append({**document, "goneAt": document.get("goneAt"), "unreachable": unreachable, "state": state,
-                      "schedules": schedules})
+                      "schedules": schedules if state == "running" else None})
+    _one_leader(found)
     return sorted(found, key=_seen, reverse=True)
+
+
+def _one_leader(found: list[dict[str, Any]]) -> None:
+    """Of the running daemons whose document says they materialize the schedules, only the
+    one that took the lead last does: the others were killed (or lost the lead) without a
+    word since, and their documents read as running until they go quiet."""
+    leaders = [d for d in found if d["schedules"] == "materializes"]
+    latest = max((d.get("schedulesSince") or "" for d in leaders), default="")
+    for daemon in found:
+        if daemon in leaders and (daemon.get("schedulesSince") or "") < latest:
+            daemon["schedules"] = None
+        daemon.pop("schedulesSince", None)
 
 
 def workers(store: Store, now: datetime) -> list[dict[str, Any]]:
