@@ -26,6 +26,7 @@ from orchestra.reconcile.daemon import Daemon, DaemonSettings
 from orchestra.runners import process as process_module
 from orchestra.store import COMPLETED, PENDING, RUNNING, SCHEDULED, Store, open_store
 from orchestra.store.engine import Database, make_engine
+from orchestra.workers import local as local_module
 
 
 def deployment(**spec: Any) -> dict[str, Any]:
@@ -94,6 +95,7 @@ def test_a_pass_records_the_jobs_it_reaped_itself_and_only_an_end_seen_while_asl
     """In a burst the pass reaps the ended jobs itself (``attend``) and records them at once, so
     those ends do not ask for one more pass; an end the pump's thread sees while the loop sleeps does."""
     monkeypatch.setattr(process_module, "PARK_LIMIT", 600.0)  # the pump's thread never takes over on its own
+    monkeypatch.setattr(local_module, "RECORD_START_WITHIN", 0.0)  # the second pass records the start, not puts it off
     world.worker.rest()  # (the pump is shared: an earlier test's loop may have attended last)
     gate = Gate(world.tmp)
     world.apply(pool("local"))

@@ -169,6 +169,27 @@ def test_a_held_job_whose_daemon_dies_never_runs(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_a_released_jobs_ident_names_the_running_job_and_can_find_it_again(runner: ProcessRunner,
+                                                                          held_jobs: list[HeldJob],
+                                                                          tmp_path: Path) -> None:
+    """The ident (pid, start time, boot) is what a restarted daemon finds the job by: read
+    while the job was held, it must be the running job's own."""
+    held = hold(runner, held_jobs, {"command": ["sleep", "60"]})
+    handle = runner.start_held(held, tmp_path / "held.log")
+    try:
+        kind, pid, start_time, _boot = handle.ident.split(":")
+        stat = Path(f"/proc/{handle.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert (kind, int(pid), int(start_time)) == ("pid", handle.pid, int(stat[19]))
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{handle.pid}/cmdline").read_bytes().split(b"\0")[0] != b"sleep":
+            assert time.monotonic() < deadline, "the released job never exec'd"
+            time.sleep(0.01)
+        assert ProcessRunner(tmp_path).reap_orphan(handle.ident)  # found by its ident, and killed
+        assert finished(handle) == -signal.SIGKILL
+    finally:
+        handle.kill()
+
+
 def test_a_held_job_is_stopped_as_any_other(runner: ProcessRunner, held_jobs: list[HeldJob],
                                             tmp_path: Path) -> None:
     held = hold(runner, held_jobs, {"command": ["sleep", "60"], "terminationGracePeriod": "5s"})

@@ -7,6 +7,8 @@ Real processes and a real SQLite store, driven pass by pass (tests/worker_fixtur
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,11 @@ import pytest
 from worker_fixtures import T0, Gate, World, at, group_is_gone, pool, wait_for, world_fixture  # noqa: F401
 
 from orchestra.errors import StoreError
+from orchestra.reconcile.operations import cancel_run
 from orchestra.store import CANCELLED, CANCELLING, COMPLETED, PENDING, RUNNING, SCHEDULED, Run, Store
 from orchestra.workers import LocalWorker
+from orchestra.workers import local as local_module
+from orchestra.workers.outcomes import CANCELLED_BY_REQUEST
 
 
 class NarrowStore:
@@ -44,8 +49,7 @@ def test_the_room_an_ended_job_frees_is_claimed_and_started_in_the_same_pass(wor
     world.worker.step(at(1))
     assert (world.state(first), world.state(second)) == (COMPLETED, PENDING)
     assert len(began) == 1 and second.id in world.runner.handles  # the end with the claim; the job started
-    world.worker.step(at(1))
-    assert len(began) == 2 and world.state(second) in (RUNNING, COMPLETED)  # its start, recorded
+    world.step_until(lambda: world.state(second) in (RUNNING, COMPLETED), at(1), what="its start recorded")
     assert [(e[0], e[1]) for e in world.reasons(second)][:3] == [
         (None, SCHEDULED), (SCHEDULED, PENDING), (PENDING, RUNNING)]
 
@@ -130,8 +134,10 @@ class FlakyStore:
         return write
 
 
-def _flaky_world(world: World, tmp_path: Path) -> tuple[FlakyStore, list[Run]]:
-    """Two long jobs claimed and started through a store that can be made to fail."""
+def _flaky_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FlakyStore, list[Run]]:
+    """Two long jobs claimed and started through a store that can be made to fail; the
+    next pass records their starts (not put off: what is tested is that write failing)."""
+    monkeypatch.setattr(local_module, "RECORD_START_WITHIN", 0.0)
     flaky = FlakyStore(world.store)
     world.worker = LocalWorker(flaky, runners={"process": world.runner},  # type: ignore[arg-type]
                                log_dir=tmp_path / "logs", worker_id=world.worker.worker_id, on_change=world.woke.set)
@@ -144,8 +150,8 @@ def _flaky_world(world: World, tmp_path: Path) -> tuple[FlakyStore, list[Run]]:
 
 
 def test_jobs_whose_start_the_store_cannot_record_for_a_moment_run_on_and_are_recorded_later(
-        world: World, tmp_path: Path) -> None:
-    flaky, runs = _flaky_world(world, tmp_path)
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flaky, runs = _flaky_world(world, tmp_path, monkeypatch)
     flaky.down = True
     with pytest.raises(StoreError):
         world.worker.step(at(1))
@@ -158,8 +164,8 @@ def test_jobs_whose_start_the_store_cannot_record_for_a_moment_run_on_and_are_re
 
 
 def test_jobs_whose_start_a_bug_keeps_from_being_recorded_are_killed_and_their_runs_left_to_their_lease(
-        world: World, tmp_path: Path) -> None:
-    flaky, runs = _flaky_world(world, tmp_path)
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flaky, runs = _flaky_world(world, tmp_path, monkeypatch)
     flaky.broken = True
     with pytest.raises(RuntimeError):
         world.worker.step(at(1))
@@ -170,3 +176,56 @@ def test_jobs_whose_start_a_bug_keeps_from_being_recorded_are_killed_and_their_r
     assert world.worker.starting == 0
     world.worker.step(at(2))  # the worker goes on; nothing of those runs is left in it
     assert {world.state(run) for run in runs} == {PENDING}
+
+
+# --- a start recorded with its end ----------------------------------------------------------------------------------
+
+
+def test_a_job_that_ends_soon_after_its_start_is_recorded_with_its_start_in_one_write(world: World) -> None:
+    gate = Gate(world.tmp)
+    world.apply(pool("local", concurrencyLimit=1))
+    world.job("quick", gate.command)
+    run = world.run("quick", at(-1))
+    world.worker.step(T0)  # claims and starts it
+    began = world.writes()
+    world.woke.clear()
+    world.worker.step(T0)  # the job runs on: its start is put off, and nothing else is to write
+    assert world.state(run) == PENDING and began == []
+    world.worker.rest()  # as the daemon's loop before it sleeps
+    gate.open()
+    assert world.woke.wait(20), "the end of a job whose start was put off did not wake the loop"
+    world.worker.step(T0)
+    assert len(began) == 1
+    stored = world.store.get_run(run.id)
+    assert [(e[0], e[1]) for e in world.reasons(run)] == [
+        (None, SCHEDULED), (SCHEDULED, PENDING), (PENDING, RUNNING), (RUNNING, COMPLETED)]
+    assert stored.runner_ident and stored.job is not None  # all the start records, with the end
+    assert stored.start_time is not None and stored.end_time is not None
+
+
+def test_a_job_still_running_is_recorded_running_once_its_start_was_put_off_long_enough(world: World) -> None:
+    world.apply(pool("local", concurrencyLimit=1))
+    world.job("long", ["sleep", "30"])
+    run = world.run("long", at(-1))
+    world.worker.step(T0)
+    put_off_at = time.monotonic()
+    wake = world.worker.step(T0)
+    assert world.state(run) == PENDING
+    assert wake is not None and wake <= T0 + timedelta(seconds=local_module.RECORD_START_WITHIN)  # no later
+    wait_for(lambda: time.monotonic() - put_off_at >= local_module.RECORD_START_WITHIN, what="the window to pass")
+    world.worker.step(T0)
+    assert world.state(run) == RUNNING
+    assert world.runner.handles[run.id].poll() is None  # the same job, running on
+
+
+def test_a_run_cancelled_while_its_start_is_put_off_has_its_job_stopped(world: World) -> None:
+    world.apply(pool("local", concurrencyLimit=1))
+    world.job("long", ["sleep", "30"])
+    run = world.run("long", at(-1))
+    world.worker.step(T0)
+    world.worker.step(T0)
+    assert world.state(run) == PENDING  # its job runs, its start not yet recorded
+    cancel_run(world.store, run.id)
+    done = world.step_until(world.reached(run, CANCELLED), T0, what="the cancel")
+    assert done.state_reason == CANCELLED_BY_REQUEST
+    wait_for(lambda: group_is_gone(world.pid(run)), what="the job's process group to end")

@@ -55,6 +55,7 @@ from orchestra.store import (
 )
 from orchestra.runners.docker import DockerRunner
 from orchestra.workers import LocalWorker
+from orchestra.workers import local as local_module
 from orchestra.workers.identity import LocalWorkerId, local_worker_alive, worker_identity
 from orchestra.workers.outcomes import (
     CANCEL,
@@ -601,6 +602,7 @@ def test_a_store_locked_past_its_busy_timeout_costs_the_started_job_nothing(
     from orchestra.store import engine as engine_module
 
     monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(local_module, "RECORD_START_WITHIN", 0.0)  # the next pass records the start: the write locked out
     world = World(tmp_path)
     try:
         world.job("slow", [PY, "-c", "import time; time.sleep(1)"])

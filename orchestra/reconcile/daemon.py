@@ -196,6 +196,7 @@ class Daemon:
         Watching starts first so that an edit made while the first apply runs
         is not lost until the next resync.
         """
+        self.store.checkpoint_in_background()  # the loop's writes never pay for a checkpoint
         if self.watcher:
             self._start_watching()
         self.reload_specs()

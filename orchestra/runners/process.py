@@ -64,7 +64,7 @@ class _Tracked:
     (part of the handle's ident) is read while the PID is still ours.
     """
 
-    def __init__(self, child: Child, writer: BoundedLogWriter, run_id: str) -> None:
+    def __init__(self, child: Child, writer: BoundedLogWriter, run_id: str, start_time: int | None = None) -> None:
         self.child = child
         self.pid = child.pid
         self.run_id = run_id
@@ -79,7 +79,7 @@ class _Tracked:
         self.drain_deadline = 0.0
         self.returncode: int | None = None
         self.done = threading.Event()
-        self._start_time: int | None = None
+        self._start_time = start_time  # known already for a held job (read while it was held)
         self._callbacks: list[Callable[[], None]] | None = []  # None once done
 
     def start_time(self) -> int | None:
@@ -459,6 +459,7 @@ class HeldJob:
 
     launch: _Launch
     child: HeldChild
+    start_time: int | None  # the held process's (an ``exec`` keeps it), read ahead: None if it could not be
 
     def drop(self) -> None:
         self.child.drop()
@@ -531,8 +532,9 @@ class ProcessRunner:
             raise
         return self._track(child, writer, launch.grace, run_id)
 
-    def _track(self, child: Child, writer: BoundedLogWriter, grace: float, run_id: str) -> ProcessHandle:
-        tracked = _Tracked(child, writer, run_id)
+    def _track(self, child: Child, writer: BoundedLogWriter, grace: float, run_id: str, *,
+               start_time: int | None = None) -> ProcessHandle:
+        tracked = _Tracked(child, writer, run_id, start_time)
         tracked.pidfd = self._open_pidfd(child.pid)
         _shared_pump().add(tracked, self._drain_grace)
         return ProcessHandle(tracked, grace)
@@ -564,7 +566,8 @@ class ProcessRunner:
             child = hold(launch.argv, env=launch.env, cwd=str(launch.cwd))
         except OSError:
             return None
-        return None if child is None else HeldJob(launch, child)
+        # The start time is the job's too (``exec`` keeps it): read now, not in the burst.
+        return None if child is None else HeldJob(launch, child, _start_time(child.pid))
 
     def start_held(self, held: HeldJob, log_path: Path) -> ProcessHandle:
         """Release a held job: from here on, as ``start``. ``OSError`` if its holder
@@ -575,7 +578,8 @@ class ProcessRunner:
         except OSError:
             writer.close()
             raise
-        return self._track(held.child, writer, held.launch.grace, held.launch.env["ORCHESTRA_RUN_ID"])
+        return self._track(held.child, writer, held.launch.grace, held.launch.env["ORCHESTRA_RUN_ID"],
+                           start_time=held.start_time)
 
     def reap_orphan(self, ident: str) -> bool:
         """SIGKILL the group ``ident`` names if it still runs and is provably ours.

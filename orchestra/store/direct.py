@@ -164,7 +164,7 @@ class DirectStatement:
             return [tuple(row) for row in conn.execute(self.statement, dict(params))]
         cursor = _cursor(conn)
         try:
-            _run(conn, cursor, sql, compiled.row(params), many=False)
+            execute_on_cursor(conn, cursor, sql, compiled.row(params), many=False)
             return compiled.converted(cursor.fetchall())
         finally:
             cursor.close()
@@ -184,7 +184,7 @@ class DirectStatement:
             return conn.execute(self.statement, list(params)).rowcount
         cursor = _cursor(conn)
         try:
-            _run(conn, cursor, compiled.sql, [compiled.row(row) for row in params], many=True)
+            execute_on_cursor(conn, cursor, compiled.sql, [compiled.row(row) for row in params], many=True)
             return int(cursor.rowcount)
         finally:
             cursor.close()
@@ -202,7 +202,7 @@ def _cursor(conn: Connection) -> Any:
     return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
 
-def _run(conn: Connection, cursor: Any, sql: str, params: Any, *, many: bool) -> None:
+def execute_on_cursor(conn: Connection, cursor: Any, sql: str, params: Any, *, many: bool) -> None:
     """Execute as ``Connection.execute`` would be seen: ``before_cursor_execute``
     listeners are told (tests count a pass's statements with one), and a driver
     error becomes SQLAlchemy's (``IntegrityError``, ``OperationalError``), which

@@ -81,6 +81,11 @@ class Store:
     def dialect(self) -> str:
         return self._db.dialect
 
+    def checkpoint_in_background(self) -> None:
+        """Take SQLite's WAL checkpoints off the writing thread (see ``store.checkpoints``);
+        nothing on PostgreSQL. For the daemon, whose loop's writes a burst waits on."""
+        self._db.checkpoint_in_background()
+
     def close(self) -> None:
         self._db.close()
 

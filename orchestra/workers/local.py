@@ -74,6 +74,7 @@ CLAIM_BATCH = 50  # runs claimed per pool per step; a full batch asks for anothe
 CANCEL_POLL = 1.0  # seconds: how soon a cancel made by another process is noticed while jobs run
 BLOCKED_POLL = 1.0  # seconds: recheck due runs held back by a limit someone else may free
 STOP_JOIN_MARGIN = 5.0  # seconds a stopper may take beyond its grace (SIGKILL, output drain)
+RECORD_START_WITHIN = 0.05  # seconds: a job still running is recorded Running at most this long after its start
 GATHER_STARTS = 0.005  # seconds a pass may wait for starts in flight, to record them all in one write
 REHEARSE_AHEAD = timedelta(seconds=2)  # how soon before runs fall due their claim is rehearsed (as soon as they exist)
 PREPARE_MARGIN = 0.02  # seconds before the due time at which preparing its runs stops
@@ -101,6 +102,7 @@ class LocalWorker:
         self._launching: dict[str, Run] = {}  # claimed runs whose start outcome is not yet recorded
         self._outcomes: list[Outcome] = []  # handed over by the start threads, taken by the next pass
         self._outcomes_lock = threading.Lock()
+        self._put_off_since: dict[str, float] = {}  # run id -> when its start's record was first put off
         self._next_renewal: datetime | None = None
         self._next_orphan_check: datetime | None = None
         self._ended = threading.Event()
@@ -207,6 +209,7 @@ class LocalWorker:
                 if fused is None or pool != fused[0]:
                     waits += self._claim_and_start(pool, runner, now)
         waits += self._supervision_wakeups(now)
+        waits += self._put_off_wakeup(now)
         return min(waits, default=None)
 
     def shutdown(self, grace: float, now_fn: Callable[[], datetime]) -> None:
@@ -262,10 +265,20 @@ class LocalWorker:
         self._renew_leases(now)
 
     def _pass_record(self, now: datetime, *, poll_ends: bool = True) -> PassRecord:
-        """What this pass records: the start outcomes handed over and the jobs that ended."""
+        """What this pass records: the start outcomes handed over and the jobs that ended.
+
+        The ends are polled first, so that a job that ended by now is recorded
+        with its start in one move; the starts of jobs still running may be put
+        off (``_put_off_running_starts``), except while the worker stops.
+        """
+        ended = self._poll_ended() if poll_ends else []
         outcomes = self._take_outcomes()
+        if poll_ends and not self._closing:
+            outcomes = self._put_off_running_starts(outcomes)
+        else:
+            self._put_off_since.clear()  # whatever was put off is in ``outcomes``, recorded now
         try:
-            return PassRecord.build(outcomes, self._poll_ended() if poll_ends else [],
+            return PassRecord.build(outcomes, ended,
                                     running_move=self._launcher.running_move,
                                     end_move=lambda entry, code: self._end_move(entry, code, now))
         except BaseException:  # the started jobs would run on unsupervised: as ``PassRecord.abandon``
@@ -273,6 +286,47 @@ class LocalWorker:
                 if isinstance(outcome, Started):
                     outcome.entry.handle.kill()
             raise
+
+    def _put_off_running_starts(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """The outcomes to record now; the starts of jobs still running are handed back
+        to a later pass, for up to ``RECORD_START_WITHIN`` after the pass first saw them.
+
+        In a burst of short jobs a pass comes right after the starts it records,
+        before those jobs end, so each run cost two writes of its row after its
+        claim: Running, then its end. Put off, a job that ends within the delay
+        is recorded Pending -> Running -> Completed in one write, with both
+        events and its true start time; a longer one reads Pending a moment
+        longer than its job has run, as it already did until the next pass.
+        Nothing else waits: the ends and the next claim are written at once,
+        and a put-off job's end wakes the loop as a supervised one's does.
+        """
+        clock = time.monotonic()
+        recorded: list[Outcome] = []
+        put_off: list[Outcome] = []
+        since: dict[str, float] = {}  # only these: every start put off comes back through here
+        for outcome in outcomes:
+            if isinstance(outcome, Started):
+                watch_end(outcome.entry, self._job_ended)  # before the poll: an end after it wakes the loop
+                first = self._put_off_since.get(outcome.run.id, clock)
+                if outcome.entry.handle.poll() is None and clock - first < RECORD_START_WITHIN:
+                    put_off.append(outcome)
+                    since[outcome.run.id] = first
+                    continue
+            recorded.append(outcome)
+        self._put_off_since = since
+        if put_off:
+            with self._outcomes_lock:
+                self._outcomes[:0] = put_off
+            for outcome in put_off:
+                self._launching[outcome.run.id] = outcome.run
+        return recorded
+
+    def _put_off_wakeup(self, now: datetime) -> list[datetime]:
+        """When the oldest start put off must be recorded, however its job goes on."""
+        if not self._put_off_since:
+            return []
+        left = min(self._put_off_since.values()) + RECORD_START_WITHIN - time.monotonic()
+        return [now + timedelta(seconds=max(0.0, left))]
 
     def _gather_starts(self) -> None:
         """Wait, at most ``GATHER_STARTS``, until every start in flight has handed its

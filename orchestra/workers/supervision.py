@@ -41,6 +41,7 @@ class Supervised:
     log_path: Path
     stop: str | None = None  # why the worker is stopping it (outcomes.CANCEL, TIMEOUT, SHUTDOWN)
     stopper: threading.Thread | None = None
+    end_watched: bool = False  # ``watch_end`` was called: once is enough
 
     @property
     def deadline(self) -> datetime | None:
@@ -104,7 +105,11 @@ def watch_end(entry: Supervised, on_end: Callable[[], None]) -> None:
 
     In a burst of short jobs a waiter per job meant a thread wake-up per end,
     each competing with the loop for the interpreter; a callback costs none.
+    Once per job: a later call does nothing.
     """
+    if entry.end_watched:
+        return
+    entry.end_watched = True
     if hasattr(entry.handle, "add_done_callback"):
         cast(NotifyingHandle, entry.handle).add_done_callback(_guarded(entry, on_end))
         return

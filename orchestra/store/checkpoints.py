@@ -1,0 +1,84 @@
+"""WAL checkpoints off the writer's thread, for a SQLite store that a daemon drives.
+
+In WAL mode SQLite appends every commit to the ``-wal`` file and, by default,
+the commit that takes the file past 1,000 pages copies them all back into the
+database and syncs it (an automatic checkpoint) before it returns. In a burst
+of short runs that commit is the daemon's loop's: about a tenth of its write
+time went to the copies and the ``fsync``. A daemon instead turns the automatic
+checkpoints off on its own connections and has a thread checkpoint once a
+second when the log has grown; SQLite runs a checkpoint beside readers and
+writers (``PASSIVE``), and the interpreter is released while it copies.
+
+Other processes on the same file (CLI commands) keep the automatic
+checkpoints, and the last connection to close checkpoints whatever is left,
+as before. If the thread cannot checkpoint (a reader holds an old snapshot),
+the log grows until it can, as it would with the automatic ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 1.0  # seconds between looks at the log's size
+
+
+def without_automatic_checkpoints(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    """A connection whose commits never checkpoint (the thread does it)."""
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint = 0")
+
+
+class BackgroundCheckpoints:
+    """A thread that checkpoints the WAL of the database file at ``path`` when it grew."""
+
+    def __init__(self, path: str, interval: float | None = None) -> None:
+        self._path = path
+        self._wal = path + "-wal"
+        self._interval = CHECK_INTERVAL if interval is None else interval
+        self._stop = threading.Event()
+        self._last_seen: tuple[int, int] | None = None
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="orchestra-checkpoints", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread (the last connection's close checkpoints what is left)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self._path, check_same_thread=False)
+        try:
+            while not self._stop.wait(self._interval):
+                if self._grew():
+                    self._checkpoint(connection)
+        finally:
+            connection.close()
+
+    def _grew(self) -> bool:
+        """Has the log been written since the last look? (A stat, not a query: idle costs nothing.)"""
+        try:
+            stat = os.stat(self._wal)
+        except FileNotFoundError:
+            return False
+        seen = (stat.st_size, stat.st_mtime_ns)
+        grew, self._last_seen = seen != self._last_seen, seen
+        return grew
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as err:  # said once per spell of failures; the next look tries again
+            if not self._failing:
+                log.warning("cannot checkpoint the store's write-ahead log %s: %s", self._wal, err)
+            self._failing = True
+            self._last_seen = None
+            return
+        self._failing = False
