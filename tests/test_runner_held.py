@@ -169,6 +169,16 @@ def test_a_held_job_whose_daemon_dies_never_runs(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_the_started_note_comes_before_the_released_jobs_output_on_a_line_of_its_own(
+        runner: ProcessRunner, held_jobs: list[HeldJob], tmp_path: Path) -> None:
+    log = tmp_path / "held.log"
+    log.write_bytes(b"[orchestra] attempt 1 of 2 ended: crashed\npartial output of attempt 1")  # no newline
+    held = hold(runner, held_jobs, {"command": ["echo", "attempt 2 says hi"]})
+    assert finished(runner.start_held(held, log, "attempt 2 of 2 started at then")) == 0
+    assert log.read_text().splitlines()[-3:] == [
+        "partial output of attempt 1", "[orchestra] attempt 2 of 2 started at then", "attempt 2 says hi"]
+
+
 def test_a_released_jobs_ident_names_the_running_job_and_can_find_it_again(runner: ProcessRunner,
                                                                           held_jobs: list[HeldJob],
                                                                           tmp_path: Path) -> None:

@@ -18,19 +18,23 @@ from pathlib import Path
 import pytest
 
 from orchestra.runners import placement
-from orchestra.runners.spawn import HeldChild, _still_held, hold
+from orchestra.runners.spawn import HeldChild, _release_unread, hold
 
 
 def cpus_allowed(pid: int) -> frozenset[int]:
     return frozenset(os.sched_getaffinity(pid))
 
 
+def _pgrp(pid: str) -> int | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(raw[raw.rindex(b")") + 2:].split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def group_members(pgid: int) -> list[int]:
-    members = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and placement._pgrp(name) == pgid:
-            members.append(int(name))
-    return members
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and _pgrp(name) == pgid]
 
 
 @pytest.fixture
@@ -93,10 +97,41 @@ def test_a_job_that_ran_before_its_mask_came_back_gets_it_on_all_it_started(
             time.sleep(0.005)
         assert len(group_members(child.pid)) >= 2, "the job never started its sleep"
 
-    placement.wake_elsewhere(child.pid, placement.job_cpus(child.pid), wake_then_stall, _still_held)
+    placement.wake_elsewhere(child.pid, placement.job_cpus(child.pid), wake_then_stall,
+                             lambda _pid: _release_unread(release))
     members = group_members(child.pid)
     assert len(members) >= 2
     assert {pid: cpus_allowed(pid) for pid in members} == {pid: all_cpus for pid in members}
+
+
+@pytest.mark.timeout(30)
+def test_a_late_give_back_to_a_job_still_held_restores_its_mask(all_cpus: frozenset[int],
+                                                                held: list[HeldChild]) -> None:
+    """The give-back came late (the loop was descheduled), but the shell had not read its
+    line yet: it is still the holding shell, and only its own mask needs restoring."""
+    child = make_held(held, ["true"])
+    release = child._release_fd
+    assert _release_unread(release)  # held: its shell still has the pipe open
+
+    def stall_then_wake() -> None:
+        time.sleep(0.002)  # well past SURELY_BEFORE_EXEC_NS, before anything is written
+
+    placement.wake_elsewhere(child.pid, placement.job_cpus(child.pid), stall_then_wake,
+                             lambda _pid: _release_unread(release))
+    assert cpus_allowed(child.pid) == all_cpus
+    child.release()
+    _, status = os.waitpid(child.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.timeout(30)
+def test_a_held_shell_that_went_on_to_its_job_is_no_longer_counted_held(held: list[HeldChild]) -> None:
+    child = make_held(held, ["sleep", "30"])
+    os.write(child._release_fd, b"go\n")
+    deadline = time.monotonic() + 20
+    while os.readlink(f"/proc/{child.pid}/exe") != os.path.realpath("/usr/bin/sleep") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not _release_unread(child._release_fd)  # its exec closed the pipe's read end
 
 
 @pytest.mark.timeout(30)
@@ -130,7 +165,8 @@ def test_a_mask_the_job_set_itself_before_the_late_give_back_is_left_alone(
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {first})  # this thread on the core the job pins itself to: not the narrow mask
     try:
-        placement.wake_elsewhere(child.pid, placement.job_cpus(child.pid), wake_then_stall, _still_held)
+        placement.wake_elsewhere(child.pid, placement.job_cpus(child.pid), wake_then_stall,
+                             lambda _pid: _release_unread(release))
     finally:
         os.sched_setaffinity(0, before)
     assert cpus_allowed(child.pid) == {first}

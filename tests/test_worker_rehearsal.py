@@ -237,8 +237,8 @@ class HoldingRunner(TrackingRunner):
             self.made.append(held)
         return held
 
-    def start_held(self, held: HeldJob, log_path: Path) -> ProcessHandle:
-        handle = self.inner.start_held(held, log_path)
+    def start_held(self, held: HeldJob, log_path: Path, note: str | None = None) -> ProcessHandle:
+        handle = self.inner.start_held(held, log_path, note)
         self.released.append(log_path.stem)
         self.handles[log_path.stem] = handle
         return handle

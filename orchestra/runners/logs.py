@@ -34,7 +34,7 @@ class BoundedLogWriter:
 
     def __init__(self, path: Path, max_bytes: int = DEFAULT_LOG_MAX_BYTES) -> None:
         self._path = path
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC  # read: its last byte, below
         try:
             self._fd = os.open(path, flags, 0o644)
         except FileNotFoundError:  # the first log in a new directory (not looked for each time: a syscall a run)
@@ -42,7 +42,8 @@ class BoundedLogWriter:
             self._fd = os.open(path, flags, 0o644)
         self._max = max_bytes
         self._written = 0
-        self._last_byte = b"\n"
+        size = os.fstat(self._fd).st_size  # an earlier attempt's log: a note starts on a line of its own
+        self._last_byte = os.pread(self._fd, 1, size - 1) if size else b"\n"
         self.truncated = False
         self.failed = False
 
@@ -60,7 +61,7 @@ class BoundedLogWriter:
         if self.failed:
             return
         prefix = b"" if self._last_byte == b"\n" else b"\n"
-        self._write_all(prefix + f"[orchestra] {message}\n".encode())
+        self._write_all(prefix + f"[orchestra] {message}\n".encode(), counted=False)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -71,13 +72,15 @@ class BoundedLogWriter:
         self.truncated = True
         self.note(f"log truncated at {self._max} bytes; further output discarded")
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: bytes, *, counted: bool = True) -> None:
+        """``counted``: the job's output, which the bound is for (our notes are not)."""
         view = memoryview(data)
         try:
             while view:
                 n = os.write(self._fd, view)
                 view = view[n:]
-                self._written += n
+                if counted:
+                    self._written += n
         except OSError as err:
             if not self.failed:
                 log.warning("cannot write log file %s: %s; dropping further output", self._path, err)

@@ -569,15 +569,22 @@ class ProcessRunner:
         # The start time is the job's too (``exec`` keeps it): read now, not in the burst.
         return None if child is None else HeldJob(launch, child, _start_time(child.pid))
 
-    def start_held(self, held: HeldJob, log_path: Path) -> ProcessHandle:
+    def start_held(self, held: HeldJob, log_path: Path, note: str | None = None) -> ProcessHandle:
         """Release a held job: from here on, as ``start``. ``OSError`` if its holder
-        is gone (dropped); the caller then starts the job the ordinary way."""
+        is gone (dropped); the caller then starts the job the ordinary way.
+
+        ``note``: the worker's line saying the attempt started, written once the job
+        is released (through the log's own descriptor, not a second open of the file)
+        and before any of its output, which waits in its pipe until it is tracked.
+        """
         writer = BoundedLogWriter(Path(log_path), held.launch.log_max_bytes)  # before: a job never runs untracked
         try:
             held.child.release()
         except OSError:
             writer.close()
             raise
+        if note is not None:
+            writer.note(note)
         return self._track(held.child, writer, held.launch.grace, held.launch.env["ORCHESTRA_RUN_ID"],
                            start_time=held.start_time)
 

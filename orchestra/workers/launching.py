@@ -293,10 +293,13 @@ class Launcher:
             note(self.log_path(run.id), f"attempt {run.attempt} of {run.max_attempts}: {rendered}")
             return NotStarted(finish_request(run, FAILED, rendered, now, retry=False))
         path = self.log_path(run.id)
-        note(path, f"attempt {run.attempt} of {run.max_attempts} started at {now.isoformat()}")
+        started = f"attempt {run.attempt} of {run.max_attempts} started at {now.isoformat()}"
         try:
-            handle = self._start_held(run, rendered, runner, path) or runner.start(
-                run.id, rendered.runnable(), path, deployment=run.deployment, pool=run.pool, attempt=run.attempt)
+            handle = self._start_held(run, rendered, runner, path, started)
+            if handle is None:
+                note(path, started)
+                handle = runner.start(run.id, rendered.runnable(), path, deployment=run.deployment, pool=run.pool,
+                                      attempt=run.attempt)
         except (LaunchError, OSError) as err:
             if is_shortage(err):
                 return self._put_back(run, path, f"this worker is short of resources ({err.strerror or err})",
@@ -325,13 +328,15 @@ class Launcher:
         return NotStarted(move_request(run, SCHEDULED, reason, match=match), shortage=shortage,
                           unreachable=unreachable)
 
-    def _start_held(self, run: Run, rendered: RenderedJob, runner: Runner, path: Path) -> RunHandle | None:
-        """The run's job released from the process held for this very render, if there is one."""
+    def _start_held(self, run: Run, rendered: RenderedJob, runner: Runner, path: Path,
+                    started: str) -> RunHandle | None:
+        """The run's job released from the process held for this very render, if there is one;
+        the ``started`` note in its log then comes with it."""
         held = self.held.take(run.id, rendered)
         if held is None:
             return None
         try:
-            handle: RunHandle = runner.start_held(held, path)  # type: ignore[attr-defined]
+            handle: RunHandle = runner.start_held(held, path, started)  # type: ignore[attr-defined]
         except OSError as err:  # its holder is gone (or its log cannot open): start it the ordinary way
             held.drop()
             log.debug("%s: its held job could not be released (%s); starting it anew", label(run), err)
