@@ -8,6 +8,7 @@ write only once a checkpoint has copied it there.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -73,3 +74,30 @@ def test_a_memory_store_has_no_checkpoint_thread() -> None:
     with open_store("sqlite://") as store:
         store.checkpoint_in_background()
         assert not _checkpoint_threads()
+
+
+def test_a_log_is_checkpointed_once_left_alone_for_an_interval_or_once_big(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the thread copies: not in the middle of a burst's writes (each look sees the log
+    grown), but at the first look after they stopped, once; and at every look while a
+    busy log is big. The looks are made here, on a real file standing for the log."""
+    monkeypatch.setattr(checkpoints, "BUSY_LOG_BYTES", 10_000)
+    wal = tmp_path / "orchestra.db-wal"
+    looks = checkpoints.BackgroundCheckpoints(str(tmp_path / "orchestra.db"))  # not started: we look ourselves
+
+    def written(size: int) -> None:
+        with wal.open("ab") as log:
+            log.write(b"x" * size)
+        os.utime(wal, ns=(time.time_ns(), time.time_ns() + 1))  # a new time even on a coarse clock
+
+    assert not looks._due()  # no log at all
+    written(100)
+    assert not looks._due()  # written since the last look: a burst may be under way
+    written(100)
+    assert not looks._due()
+    assert looks._due()  # left alone for a whole interval: copied now
+    assert not looks._due()  # and once only
+    written(20_000)
+    assert looks._due()  # big: copied even while it is being written
+    written(100)
+    assert looks._due()

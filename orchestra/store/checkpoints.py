@@ -5,9 +5,11 @@ the commit that takes the file past 1,000 pages copies them all back into the
 database and syncs it (an automatic checkpoint) before it returns. In a burst
 of short runs that commit is the daemon's loop's: about a tenth of its write
 time went to the copies and the ``fsync``. A daemon instead turns the automatic
-checkpoints off on its own connections and has a thread checkpoint once a
-second when the log has grown; SQLite runs a checkpoint beside readers and
-writers (``PASSIVE``), and the interpreter is released while it copies.
+checkpoints off on its own connections and has a thread checkpoint the log
+once it has been left alone for a second after a write (so a burst's copy
+comes after it), or every second while it is written past 4 MB; SQLite runs a
+checkpoint beside readers and writers (``PASSIVE``), and the interpreter is
+released while it copies.
 
 Other processes on the same file (CLI commands) keep the automatic
 checkpoints, and the last connection to close checkpoints whatever is left,
@@ -25,6 +27,7 @@ import threading
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 1.0  # seconds between looks at the log's size
+BUSY_LOG_BYTES = 4 * 1024 * 1024  # a log still being written is checkpointed only once it is this big
 
 
 def without_automatic_checkpoints(dbapi_connection: sqlite3.Connection, _record: object) -> None:
@@ -40,7 +43,8 @@ class BackgroundCheckpoints:
         self._wal = path + "-wal"
         self._interval = CHECK_INTERVAL if interval is None else interval
         self._stop = threading.Event()
-        self._last_seen: tuple[int, int] | None = None
+        self._last_seen: tuple[int, int] | None = None  # the log's size and time at the last look
+        self._checkpointed: tuple[int, int] | None = None  # ... when it was last checkpointed
         self._failing = False
         self._thread = threading.Thread(target=self._run, name="orchestra-checkpoints", daemon=True)
 
@@ -57,20 +61,25 @@ class BackgroundCheckpoints:
         connection = sqlite3.connect(self._path, check_same_thread=False)
         try:
             while not self._stop.wait(self._interval):
-                if self._grew():
+                if self._due():
                     self._checkpoint(connection)
         finally:
             connection.close()
 
-    def _grew(self) -> bool:
-        """Has the log been written since the last look? (A stat, not a query: idle costs nothing.)"""
+    def _due(self) -> bool:
+        """Is a checkpoint due? When the log was written and then left alone for a whole
+        interval (the copy then competes with nothing, not with a burst of runs), or
+        when it is big. A stat, not a query: idle costs nothing."""
         try:
             stat = os.stat(self._wal)
         except FileNotFoundError:
             return False
         seen = (stat.st_size, stat.st_mtime_ns)
-        grew, self._last_seen = seen != self._last_seen, seen
-        return grew
+        quiet, self._last_seen = seen == self._last_seen, seen
+        if seen == self._checkpointed or not (quiet or stat.st_size >= BUSY_LOG_BYTES):
+            return False
+        self._checkpointed = seen
+        return True
 
     def _checkpoint(self, connection: sqlite3.Connection) -> None:
         try:
@@ -79,6 +88,6 @@ class BackgroundCheckpoints:
             if not self._failing:
                 log.warning("cannot checkpoint the store's write-ahead log %s: %s", self._wal, err)
             self._failing = True
-            self._last_seen = None
+            self._checkpointed = None  # due again at the next look
             return
         self._failing = False
