@@ -151,7 +151,7 @@ def test_a_failed_attempt_is_retried_after_the_delay(world: World) -> None:
 def test_a_job_past_its_timeout_is_stopped_and_failed(world: World) -> None:
     world.job("slow", sigterm_job("default"))
     run = world.run("slow", timeout_seconds=30, max_attempts=1)
-    world.step_until(lambda: "ready" in world.log(run), T0, what="the job to start")
+    world.step_until(lambda: "ready" in world.log(run) and world.state(run) == RUNNING, T0, what="the job started and recorded")
     assert world.worker.step(at(10)) == at(11)  # next: the cancel check, before the timeout at 30s
     assert world.state(run) == RUNNING
     done = world.step_until(world.reached(run, *DONE), at(30), what="the timeout to stop the job")
@@ -173,7 +173,7 @@ def test_a_timed_out_attempt_is_retried(world: World) -> None:
 def test_cancelling_a_running_job_stops_its_group_and_cancels_the_run(world: World) -> None:
     world.job("long", sigterm_job("handle"))
     run = world.run("long", max_attempts=3)
-    world.step_until(lambda: "ready" in world.log(run), T0, what="the job to start")
+    world.step_until(lambda: "ready" in world.log(run) and world.state(run) == RUNNING, T0, what="the job started and recorded")
     world.store.transition(run.id, CANCELLING, "cancel requested by alice", expect={RUNNING})
     started = time.monotonic()
     done = world.step_until(world.reached(run, *DONE), at(1), what="the cancel")
@@ -186,7 +186,7 @@ def test_cancelling_a_running_job_stops_its_group_and_cancels_the_run(world: Wor
 def test_a_job_ignoring_sigterm_is_killed_after_its_grace_period(world: World) -> None:
     world.job("stubborn", sigterm_job("ignore"), jobVariables={"terminationGracePeriod": "1s"})
     run = world.run("stubborn")
-    world.step_until(lambda: "ready" in world.log(run), T0, what="the job to start")
+    world.step_until(lambda: "ready" in world.log(run) and world.state(run) == RUNNING, T0, what="the job started and recorded")
     world.store.transition(run.id, CANCELLING, "cancel requested", expect={RUNNING})
     started = time.monotonic()
     world.worker.step(at(1))
@@ -343,9 +343,11 @@ def test_step_returns_when_the_next_run_falls_due(world: World) -> None:
     assert world.worker.step(T0) == at(60)
 
 
-def test_a_pass_records_its_starts_and_ends_and_claims_in_one_write(world: World) -> None:
+def test_a_pass_records_its_starts_and_ends_and_claims_in_one_write(world: World,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Four jobs end, four more are claimed and start: one write; the next pass records the
     four starts (and the ends of those already over) in one more, not nine."""
+    monkeypatch.setattr(local_module, "RECORD_START_WITHIN", 0.0)  # starts not put off: the next pass has them all
     gate = Gate(world.tmp)
     world.apply(pool("local", concurrencyLimit=4))
     world.job("quick", gate.command)
@@ -481,7 +483,7 @@ def test_a_step_recovers_runs_whose_lease_expired(world: World) -> None:
 def test_leases_are_renewed_and_a_revoked_lease_kills_the_job(world: World) -> None:
     world.job("long", sigterm_job("default"))
     run = world.run("long")
-    world.step_until(lambda: "ready" in world.log(run), T0, what="the job to start")
+    world.step_until(lambda: "ready" in world.log(run) and world.state(run) == RUNNING, T0, what="the job started and recorded")
     world.worker.step(at(11))
     assert world.store.get_run(run.id).lease_expires_at == at(41)
     world.store.transition(run.id, CRASHED, "recovered by another daemon")
