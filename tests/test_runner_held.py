@@ -302,8 +302,8 @@ def test_a_held_job_keeps_its_output_when_the_pipe_lands_on_descriptor_3(runner:
 @pytest.mark.parametrize(("cgroup", "limit_file", "limit", "budget"), [
     ("0::/box\n", "box/pids.max", "100", 12),
     ("8:pids:/box\n0::/\n", "pids/box/pids.max", "40", 5),
-    ("0::/box\n", "box/pids.max", "max", 256),
-    ("0::/\n", "elsewhere/pids.max", "100", 256),
+    ("0::/box\n", "box/pids.max", "max", holding.HOLD_LIMIT),
+    ("0::/\n", "elsewhere/pids.max", "100", holding.HOLD_LIMIT),
 ], ids=["cgroup v2", "cgroup v1", "no process limit", "no limit file"])
 def test_fewer_jobs_are_held_where_processes_are_few(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cgroup: str,
                                                     limit_file: str, limit: str, budget: int) -> None:
@@ -313,7 +313,35 @@ def test_fewer_jobs_are_held_where_processes_are_few(tmp_path: Path, monkeypatch
     (tmp_path / limit_file).write_text(limit + "\n")
     monkeypatch.setattr(holding, "PROC_CGROUP", str(proc))
     monkeypatch.setattr(holding, "CGROUP_ROOT", str(tmp_path))
+    monkeypatch.setattr(holding, "PROC_MEMINFO", str(_meminfo(tmp_path, available_kib=64 * 1024 * 1024)))
     monkeypatch.setattr(holding.resource, "getrlimit", lambda _: (65536, 65536))
     assert holding.hold_budget() == budget
     monkeypatch.setattr(holding.resource, "getrlimit", lambda _: (1024, 4096))  # two descriptors a held job
     assert holding.hold_budget() == min(budget, 64)
+
+
+def _meminfo(directory: Path, available_kib: int) -> Path:
+    path = directory / "meminfo"
+    path.write_text(f"MemTotal:       {2 * available_kib} kB\nMemFree:        1000 kB\n"
+                    f"MemAvailable:   {available_kib} kB\nBuffers:        0 kB\n")
+    return path
+
+
+@pytest.mark.parametrize(("cgroup", "files", "available_mib", "budget"), [
+    ("0::/\n", {}, 512, 256),  # an eighth of 512 MiB, 256 KiB a held job
+    ("0::/box\n", {"box/memory.max": "1073741824", "box/memory.current": "805306368"}, 65536, 128),
+    ("4:memory:/box\n0::/\n", {"memory/box/memory.limit_in_bytes": "536870912",
+                                 "memory/box/memory.usage_in_bytes": "268435456"}, 65536, 128),
+    ("0::/box\n", {"box/memory.max": "max", "box/memory.current": "805306368"}, 65536, holding.HOLD_LIMIT),
+], ids=["machine", "cgroup v2", "cgroup v1", "no memory limit"])
+def test_fewer_jobs_are_held_where_memory_is_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cgroup: str,
+                                                   files: dict[str, str], available_mib: int, budget: int) -> None:
+    (tmp_path / "cgroup").write_text(cgroup)
+    for name, value in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(value + "\n")
+    monkeypatch.setattr(holding, "PROC_CGROUP", str(tmp_path / "cgroup"))
+    monkeypatch.setattr(holding, "CGROUP_ROOT", str(tmp_path))
+    monkeypatch.setattr(holding, "PROC_MEMINFO", str(_meminfo(tmp_path, available_kib=available_mib * 1024)))
+    monkeypatch.setattr(holding.resource, "getrlimit", lambda _: (65536, 65536))
+    assert holding.hold_budget() == budget

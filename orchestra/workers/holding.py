@@ -23,9 +23,11 @@ from orchestra.jobs.template import RenderedJob
 
 log = logging.getLogger("orchestra.worker")
 
-HOLD_LIMIT = 256  # held at most: each is a waiting process and two of the daemon's descriptors
+HOLD_LIMIT = 1000  # held at most: as many runs as a rehearsed claim names ahead (``store.claim.PRELOAD_LIMIT``)
+HELD_JOB_BYTES = 256 * 1024  # memory a held job may take: a waiting dash measured ~110 KiB private + ~60 KiB kernel
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_CGROUP = "/proc/self/cgroup"
+PROC_MEMINFO = "/proc/meminfo"
 HOLD_PAST_DUE = 10.0  # seconds a held job may wait past its due time before it is dropped
 
 
@@ -107,18 +109,47 @@ class HeldJobs:
 
 
 def hold_budget() -> int:
-    """``HOLD_LIMIT``, or fewer where this process may have few descriptors or its
-    container few processes: held jobs take at most an eighth of either (two
-    descriptors and one process each), the rest stays for running jobs and their
-    children, the store and the API."""
+    """``HOLD_LIMIT``, or fewer where this process may have few descriptors, its
+    container few processes or the machine little memory: held jobs take at most
+    an eighth of each (two descriptors, one process and ``HELD_JOB_BYTES`` each),
+    the rest stays for running jobs and their children, the store and the API.
+    A thousand held jobs take about 170 MB for the seconds before their boundary."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     budget = HOLD_LIMIT if soft == resource.RLIM_INFINITY else min(HOLD_LIMIT, soft // 16)
-    pids = _pids_max()
-    return max(0, budget if pids is None else min(budget, pids // 8))
+    pids = _cgroup_limit("pids", "pids.max")
+    if pids is not None:
+        budget = min(budget, pids // 8)
+    memory = _memory_room()
+    if memory is not None:
+        budget = min(budget, memory // 8 // HELD_JOB_BYTES)
+    return max(0, budget)
 
 
-def _pids_max() -> int | None:
-    """The process limit of this process's cgroup (v2, or v1's pids controller), if it has one."""
+def _memory_room() -> int | None:
+    """Bytes this process's jobs may still use: the machine's available memory, or
+    less if its cgroup has a memory limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``)."""
+    room = _available_memory()
+    limit = _cgroup_limit("memory", "memory.max", "memory.limit_in_bytes")
+    if limit is not None:
+        used = _cgroup_limit("memory", "memory.current", "memory.usage_in_bytes") or 0
+        room = max(0, limit - used) if room is None else min(room, max(0, limit - used))
+    return room
+
+
+def _available_memory() -> int | None:
+    try:
+        with open(PROC_MEMINFO) as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_limit(controller: str, v2_name: str, v1_name: str | None = None) -> int | None:
+    """A number from this process's cgroup (v2, or v1's ``controller``): ``v2_name``
+    or ``v1_name``; None where there is none, or it reads "max" (no limit)."""
     try:
         with open(PROC_CGROUP) as file:
             lines = file.read().splitlines()
@@ -126,12 +157,14 @@ def _pids_max() -> int | None:
         return None
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        directory = (CGROUP_ROOT + "/pids" if "pids" in controllers.split(",") else
-                     CGROUP_ROOT if controllers == "" else None)
-        if directory is None:
+        if controller in controllers.split(","):
+            directory, name = f"{CGROUP_ROOT}/{controller}", v1_name or v2_name
+        elif controllers == "":
+            directory, name = CGROUP_ROOT, v2_name
+        else:
             continue
         try:
-            with open(f"{directory}{path.rstrip('/')}/pids.max") as file:
+            with open(f"{directory}{path.rstrip('/')}/{name}") as file:
                 value = file.read().strip()
         except OSError:
             continue
