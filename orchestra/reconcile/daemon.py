@@ -197,6 +197,7 @@ class Daemon:
         is not lost until the next resync.
         """
         self.store.checkpoint_in_background()  # the loop's writes never pay for a checkpoint
+        self.store.keep_writer()  # nor for a connection taken from the pool and handed back
         if self.watcher:
             self._start_watching()
         self.reload_specs()

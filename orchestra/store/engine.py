@@ -18,8 +18,10 @@ which in WAL mode never blocks and is never blocked.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +38,7 @@ from orchestra.store.checkpoints import BackgroundCheckpoints, without_automatic
 from orchestra.store.direct import execute_on_cursor
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_MMAP_BYTES = 256 * 1024 * 1024  # of the database file mapped at most
 _BEGIN_OPTION = "orchestra_begin"
 _WAL_RETRY_SECONDS = 0.01
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
@@ -67,6 +70,8 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     _enter_wal(cursor)
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
+    # Pages read through a mapping, not a read() each: about 4 % of a burst's CPU.
+    cursor.execute(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
     cursor.close()
 
 
@@ -121,6 +126,23 @@ class Database:
         self.dialect = engine.dialect.name
         self._writer = engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         self._checkpoints: BackgroundCheckpoints | None = None
+        self._kept: tuple[int, Connection] | None = None  # (thread, its write connection): ``keep_writer``
+
+    def keep_writer(self) -> None:
+        """Keep one SQLite connection checked out for the calling thread's writes.
+
+        The daemon's loop writes once per wave of a burst; taking a connection
+        from the pool and handing it back cost about 40 of an empty write's 64 µs.
+        Other threads (the API's) still take theirs from the pool. PostgreSQL
+        keeps the pool: its pre-ping and reconnects are the pool's work.
+        """
+        path = self.engine.url.database
+        if self.dialect == "sqlite" and path and path != ":memory:" and self._kept is None:
+            self._kept = (threading.get_ident(), self._writer.connect())
+
+    def _kept_writer(self) -> Connection | None:
+        kept = self._kept
+        return kept[1] if kept is not None and kept[0] == threading.get_ident() else None
 
     def checkpoint_in_background(self) -> None:
         """For the process that writes most (the daemon): a SQLite file's WAL is
@@ -142,6 +164,11 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction; on SQLite it holds the write lock from the start."""
+        kept = self._kept_writer()
+        if kept is not None:
+            with _mapped_errors(), kept.begin():
+                yield kept
+            return
         with _mapped_errors(), self._writer.begin() as conn:
             yield conn
 
@@ -149,7 +176,8 @@ class Database:
     def rehearsal(self) -> Iterator[Connection]:
         """A write transaction that is always rolled back: statements run as they
         would for real (compiled, prepared, their rows read) and leave nothing."""
-        with _mapped_errors(), self._writer.connect() as conn:
+        kept = self._kept_writer()
+        with _mapped_errors(), contextlib.nullcontext(kept) if kept is not None else self._writer.connect() as conn:
             conn.begin()
             try:
                 yield conn
@@ -173,6 +201,10 @@ class Database:
     def close(self) -> None:
         if self._checkpoints is not None:
             self._checkpoints.close()
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            with contextlib.suppress(Exception):  # closing: a connection that cannot say goodbye is gone anyway
+                kept[1].close()
         self.engine.dispose()
 
 

@@ -86,6 +86,12 @@ class Store:
         nothing on PostgreSQL. For the daemon, whose loop's writes a burst waits on."""
         self._db.checkpoint_in_background()
 
+    def keep_writer(self) -> None:
+        """Keep a write connection checked out for the calling thread (SQLite files
+        only; see ``Database.keep_writer``): for the daemon's loop, which writes once
+        per wave of a burst."""
+        self._db.keep_writer()
+
     def close(self) -> None:
         self._db.close()
 
