@@ -45,7 +45,7 @@ from orchestra.store import ACTIVE, CANCELLING, Leadership, NewRun, Run, Store, 
 
 log = logging.getLogger("orchestra.scheduler")
 BATCH = 5_000
-PREPARE_AHEAD = timedelta(seconds=2)  # how long before its slot a run is made (see the module docstring)
+PREPARE_AHEAD = timedelta(seconds=4)  # how long before its slot a run is made (see the module docstring)
 LEAD_RETRY = timedelta(seconds=1)  # how often a daemon that does not lead asks again
 
 

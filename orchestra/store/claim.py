@@ -55,7 +55,7 @@ from orchestra.store.tables import resources, runs
 _C = runs.c
 MIN_PAGE = 16  # due runs read per page at least, so runs held back cost few round trips
 LOOKAHEAD = 8  # deployments read at least at once when a run needs an unknown one
-PRELOAD_LIMIT = 1000  # due runs whose deployments a rehearsed claim reads ahead, at most
+PRELOAD_LIMIT = 2000  # due runs whose deployments a rehearsed claim reads ahead, at most
 
 
 @dataclass

@@ -23,7 +23,7 @@ from orchestra.jobs.template import RenderedJob
 
 log = logging.getLogger("orchestra.worker")
 
-HOLD_LIMIT = 1000  # held at most: as many runs as a rehearsed claim names ahead (``store.claim.PRELOAD_LIMIT``)
+HOLD_LIMIT = 1000  # held at most: each a waiting process (~170 KiB) and two of the daemon's descriptors
 HELD_JOB_BYTES = 256 * 1024  # memory a held job may take: a waiting dash measured ~110 KiB private + ~60 KiB kernel
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_CGROUP = "/proc/self/cgroup"

@@ -105,7 +105,7 @@ class StartError:
 
 Outcome = Started | NotStarted | StartError
 
-_AHEAD_LIMIT = 2000  # jobs rendered ahead kept at most (the rehearsal names up to 1,000 runs)
+_AHEAD_LIMIT = 4000  # jobs rendered ahead kept at most (the rehearsal names up to 2,000 runs)
 
 
 def _render_inputs(run: Run) -> tuple[Any, ...]:

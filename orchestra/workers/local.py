@@ -76,7 +76,7 @@ BLOCKED_POLL = 1.0  # seconds: recheck due runs held back by a limit someone els
 STOP_JOIN_MARGIN = 5.0  # seconds a stopper may take beyond its grace (SIGKILL, output drain)
 RECORD_START_WITHIN = 0.05  # seconds: a job still running is recorded Running at most this long after its start
 GATHER_STARTS = 0.005  # seconds a pass may wait for starts in flight, to record them all in one write
-REHEARSE_AHEAD = timedelta(seconds=2)  # how soon before runs fall due their claim is rehearsed (as soon as they exist)
+REHEARSE_AHEAD = timedelta(seconds=4)  # how soon before runs fall due their claim is rehearsed (as soon as they exist)
 PREPARE_MARGIN = 0.02  # seconds before the due time at which preparing its runs stops
 
 
