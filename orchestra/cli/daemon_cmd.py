@@ -67,7 +67,7 @@ def daemon(app: AppContext, paths: tuple[Path, ...], workers: str, prune: bool, 
     log_dir = app.settings.state_dir / "logs"  # the jobs' logs, and the remote workers' copies
     pools = None if workers in ("all", "none") else [p.strip() for p in workers.split(",") if p.strip()]
     settings = DaemonSettings(paths=list(paths), prune=prune, shutdown_grace=grace, keep_runs=keep, log_dir=log_dir,
-                              workers=",".join(pools) if pools is not None else workers)
+                              workers=",".join(pools) if pools is not None else workers, freeze_after_start=True)
     from orchestra.workers.local import LocalWorker, worker_identity  # only the daemon needs workers
 
     worker = None

@@ -13,6 +13,7 @@ change marker every ``poll_interval``; nothing polls busily.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -56,6 +57,17 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _freeze_startup_objects() -> None:
+    """Leave what start-up made (modules, the API, the specs) out of the collector's
+    full passes from now on: with it in, a pass of the oldest generation took 45 ms
+    of the loop, and one that fell in a burst of 200 runs stretched its drain by a
+    quarter. What is garbage now is collected first; later garbage as usual. Only in
+    a process that is the daemon's own: a process that starts daemons again and
+    again (tests) would pay a full collection each time and keep what it froze."""
+    gc.collect()
+    gc.freeze()
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     paths: list[Path]
@@ -69,6 +81,7 @@ class DaemonSettings:
     keep_runs: timedelta | None = None  # delete runs over for longer (None: keep every run)
     log_dir: Path | None = None  # where the runs' logs are, to delete those of deleted runs
     workers: str = "all"  # the pools its worker runs, as ``--workers`` said (for ``orchestra status``)
+    freeze_after_start: bool = False  # the process is the daemon's own (the CLI's): see ``_freeze_startup_objects``
 
 
 @dataclass
@@ -228,6 +241,8 @@ class Daemon:
     def serve(self) -> None:
         """Run until ``stop()``; then stop claiming and let running jobs finish or cancel them."""
         self.start()
+        if self.settings.freeze_after_start:
+            _freeze_startup_objects()
         log.info("daemon ready: specs checked, runs recovered")  # tests and operators wait for this line
         try:
             while not self._stopping:

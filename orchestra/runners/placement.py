@@ -8,7 +8,7 @@ core was as busy as this one. So the job's CPU mask leaves out the loop's core
 for the instant of the wake-up, and gets back its whole mask right after: the
 wake-up places it elsewhere, and from then on it may run anywhere, as any job.
 (``bench/bench_daemon.py``: a mean ratio of 0.55 against 0.51 over 30 interleaved
-bursts each, see docs/daemon.md.)
+bursts each, see docs/performance.md.)
 
 The mask is given back before the job can have used the narrow one: the
 job's process is still the holding shell, which reads its line, then
