@@ -101,3 +101,39 @@ def test_a_log_is_checkpointed_once_left_alone_for_an_interval_or_once_big(
     assert looks._due()  # big: copied even while it is being written
     written(100)
     assert looks._due()
+
+
+def test_a_log_reused_after_a_checkpoint_is_judged_by_what_waits_in_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite writes the log from its start again after a checkpoint, so the file keeps
+    the size it once had: a burst after a big one must not count as big (that
+    checkpointed every second in every later burst), while one that fills it again does.
+    A real database, its log and wal-index, written on a real connection."""
+    monkeypatch.setattr(checkpoints, "BUSY_LOG_BYTES", 200_000)
+    path = tmp_path / "orchestra.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    looks = checkpoints.BackgroundCheckpoints(str(path))  # not started: we look ourselves
+    try:
+        writer.execute("PRAGMA journal_mode = WAL")
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute("CREATE TABLE t (x BLOB)")
+
+        def written(pages: int) -> None:
+            for _ in range(pages):
+                writer.execute("INSERT INTO t VALUES (randomblob(3000))")  # about a page a row
+
+        written(100)  # past 200 kB waiting
+        assert looks._waiting_bytes() >= 200_000
+        assert looks._due()  # big while written: copied
+        writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # as the thread would
+        size = os.path.getsize(f"{path}-wal")
+        written(5)  # the log starts over inside the same file
+        assert os.path.getsize(f"{path}-wal") == size  # which is as big as before
+        assert 0 < looks._waiting_bytes() < 200_000
+        assert not looks._due()  # written since the last look, little waiting: left for later
+        written(5)
+        assert not looks._due()
+        written(100)
+        assert looks._due()  # big again
+    finally:
+        writer.close()
