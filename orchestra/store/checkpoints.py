@@ -8,9 +8,8 @@ time went to the copies and the ``fsync``. A daemon instead turns the automatic
 checkpoints off on its own connections and has a thread checkpoint the log
 once it has been left alone for a second after a write (so a burst's copy
 comes after it), or every second while more than 4 MB of it wait to be copied;
-SQLite runs a
-checkpoint beside readers and writers (``PASSIVE``), and the interpreter is
-released while it copies. How much waits is read from the wal-index header in
+SQLite runs a checkpoint beside readers and writers (``PASSIVE``), and the
+interpreter is released while it copies. How much waits is read from the wal-index header in
 the ``-shm`` file (its ``mxFrame`` less its ``nBackfill``, a documented format:
 https://www.sqlite.org/walformat.html), not from the log's size: SQLite reuses
 the log file from its start after a checkpoint, so a log that was once big stays

@@ -130,10 +130,10 @@ def _memory_room() -> int | None:
     less if its cgroup has a memory limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``)."""
     room = _available_memory()
     limit = _cgroup_limit("memory", "memory.max", "memory.limit_in_bytes")
-    if limit is not None:
-        used = _cgroup_limit("memory", "memory.current", "memory.usage_in_bytes") or 0
-        room = max(0, limit - used) if room is None else min(room, max(0, limit - used))
-    return room
+    if limit is None:
+        return room
+    left = max(0, limit - (_cgroup_limit("memory", "memory.current", "memory.usage_in_bytes") or 0))
+    return left if room is None else min(room, left)
 
 
 def _available_memory() -> int | None:
