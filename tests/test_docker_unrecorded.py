@@ -120,6 +120,10 @@ def test_a_container_started_but_never_recorded_is_adopted_not_run_again(boxes: 
     assert (adopted.state, adopted.attempt, adopted.worker) == (RUNNING, 1, worker_identity())
     assert adopted.runner_ident == f"docker:{container.id}"
     assert adopted.start_time is not None and adopted.start_time <= datetime.now(UTC)
+    # its deployment and pool unchanged since the claim: the job it ran is known, and recorded
+    assert adopted.job is not None and (adopted.job["image"], adopted.job["command"]) == (TEST_IMAGE, JOB)
+    assert container.attrs["Config"]["Image"] == TEST_IMAGE and container.attrs["Config"]["Cmd"] == JOB
+    assert any(op["path"] == "/image" for op in adopted.variables_patch or [])
     last = boxes.store.events(run.id)[-1]
     assert (last.from_state, last.to_state) == (PENDING, RUNNING)
     assert last.reason.startswith(f"adopted by {worker_identity()} (worker {dead} gone)")
@@ -133,6 +137,22 @@ def test_a_container_started_but_never_recorded_is_adopted_not_run_again(boxes: 
         "type": "container", "event": "create", "label": f"orchestra.run-id={run.id}"})
     assert len(list(created)) == 1, "the attempt ran in one container"
     wait_for_engine(lambda: boxes.containers_of(run) == [], what="its container removed")
+
+
+@pytest.mark.timeout(120)
+def test_a_job_adopted_after_its_deployment_changed_is_not_guessed(boxes: Boxes) -> None:
+    """Rendered again from the changed deployment, the job would not be the one that ran:
+    the run is adopted with its job left unknown, as a start never recorded leaves it."""
+    run = boxes.run(max_attempts=1)
+    boxes.started_by_a_dead_daemon(run)
+    boxes.store.apply_resources([deployment("box", "boxes", command=["sh", "-c", "echo changed"],
+                                            jobVariables={"image": TEST_IMAGE, "pullPolicy": "never"})])
+    live = boxes.worker(worker_identity())
+    assert live.recover(datetime.now(UTC)) == [run.id]
+    adopted = boxes.store.get_run(run.id)
+    assert (adopted.state, adopted.job, adopted.variables_patch) == (RUNNING, None, None)
+    boxes.step_until(live, lambda: boxes.store.get_run(run.id).terminal)
+    assert "begun" in (boxes.tmp / "logs" / f"{run.id}.log").read_text()  # the job that ran is the old one
 
 
 @pytest.mark.timeout(120)

@@ -265,13 +265,16 @@ class Store:
 
     def take_over(self, run_id: str, *, from_worker: str | None, attempt: int, worker: str,
                   lease_until: datetime, reason: str, runner_ident: str | None = None,
-                  start_time: datetime | None = None) -> Run | None:
+                  start_time: datetime | None = None, job: dict[str, Any] | None = None,
+                  variables_patch: list[dict[str, Any]] | None = None) -> Run | None:
         """Give an active run to another worker (adoption); None if it moved on meanwhile.
-        With ``runner_ident``, a Pending run whose job started unrecorded becomes Running."""
+        With ``runner_ident``, a Pending run whose job started unrecorded becomes Running
+        (with ``job`` and ``variables_patch`` recorded, if given)."""
         with self._db.write() as conn:
             return transitions.take_over(conn, run_id, from_worker=from_worker, attempt=attempt, worker=worker,
                                          lease_until=lease_until, reason=reason, now=self._clock(),
-                                         runner_ident=runner_ident, start_time=start_time)
+                                         runner_ident=runner_ident, start_time=start_time, job=job,
+                                         variables_patch=variables_patch)
 
     def expired_leases(self, now: datetime) -> list[Run]:
         with self._db.read() as conn:

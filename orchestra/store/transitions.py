@@ -344,13 +344,15 @@ def renew_lease(conn: Connection, worker: str, run_ids: Collection[str], until: 
 
 def take_over(conn: Connection, run_id: str, *, from_worker: str | None, attempt: int, worker: str,
               lease_until: datetime, reason: str, now: datetime, runner_ident: str | None = None,
-              start_time: datetime | None = None) -> Run | None:
+              start_time: datetime | None = None, job: dict[str, Any] | None = None,
+              variables_patch: list[dict[str, Any]] | None = None) -> Run | None:
     """Hand an active run to ``worker`` (a job that outlived its worker, adopted by
     another); None if the run is no longer that worker's attempt.
 
     Without ``runner_ident``, the state stays. With it, the run is the Pending
     attempt whose job started but was never recorded: it moves to Running
-    with that ident and ``start_time`` (its rendered job stays unknown).
+    with that ident and ``start_time``, and with its rendered ``job`` and
+    ``variables_patch`` where the adopter could tell them (else unknown).
     """
     conditions = [_C.id == run_id, _C.worker.is_(None) if from_worker is None else _C.worker == from_worker,
                   _C.attempt == attempt]
@@ -360,6 +362,8 @@ def take_over(conn: Connection, run_id: str, *, from_worker: str | None, attempt
     else:
         conditions += [_C.state == PENDING, _C.runner_ident.is_(None)]
         values.update(state=RUNNING, state_reason=reason, runner_ident=runner_ident, start_time=start_time or now)
+        if job is not None:
+            values.update(job=job, variables_patch=variables_patch)
     row = conn.execute(runs.update().where(*conditions).values(**values).returning(*runs.c)).first()
     if row is None:
         return None

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from orchestra.jobs.template import RenderedJob
 from orchestra.runners.base import Runner, Unrecorded
 from orchestra.store import CANCELLING, PENDING, RUNNING, Run, Store
 from orchestra.workers.outcomes import grace_seconds, label
@@ -24,17 +25,19 @@ from orchestra.workers.recovery import orphan_cause
 from orchestra.workers.supervision import Supervised
 
 log = logging.getLogger("orchestra.worker")
+Render = Callable[[Run], RenderedJob | None]  # the job an unrecorded start ran, where it can be told
 
 
 def adopt_orphans(store: Store, runners: Mapping[str, Runner], runs: list[Run], now: datetime, *, worker: str,
-                  lease_seconds: float, log_path: Callable[[str], Path]) -> tuple[list[Supervised], list[Run]]:
+                  lease_seconds: float, log_path: Callable[[str], Path],
+                  render: Render | None = None) -> tuple[list[Supervised], list[Run]]:
     """The orphans this worker now supervises, and the runs left for crash recovery."""
     pool_types = {p.name: p.spec.get("type") for p in store.list_resources("WorkPool")}
     adopted: list[Supervised] = []
     left: list[Run] = []
     for run in runs:
         runner = runners.get(pool_types.get(run.pool) or "")
-        outcome = _adopt(store, runner, run, now, worker, lease_seconds, log_path(run.id))
+        outcome = _adopt(store, runner, run, now, worker, lease_seconds, log_path(run.id), render)
         if isinstance(outcome, Supervised):
             adopted.append(outcome)
         elif outcome is None:
@@ -43,7 +46,7 @@ def adopt_orphans(store: Store, runners: Mapping[str, Runner], runs: list[Run], 
 
 
 def _adopt(store: Store, runner: Runner | None, run: Run, now: datetime, worker: str, lease_seconds: float,
-           path: Path) -> Supervised | bool | None:
+           path: Path, render: Render | None = None) -> Supervised | bool | None:
     """A supervised job; None to recover the run as crashed; False to leave it for the next check."""
     cause = orphan_cause(run, now)
     if runner is None or cause is None:
@@ -51,7 +54,7 @@ def _adopt(store: Store, runner: Runner | None, run: Run, now: datetime, worker:
     if run.runner_ident and run.state in (RUNNING, CANCELLING):
         return _adopt_recorded(store, runner, run, cause, now, worker, lease_seconds, path)
     if not run.runner_ident and run.state == PENDING:
-        return _adopt_unrecorded(store, runner, run, cause, now, worker, lease_seconds, path)
+        return _adopt_unrecorded(store, runner, run, cause, now, worker, lease_seconds, path, render)
     return None
 
 
@@ -79,10 +82,11 @@ def _adopt_recorded(store: Store, runner: Runner, run: Run, cause: str, now: dat
 
 
 def _adopt_unrecorded(store: Store, runner: Runner, run: Run, cause: str, now: datetime, worker: str,
-                      lease_seconds: float, path: Path) -> Supervised | bool | None:
+                      lease_seconds: float, path: Path, render: Render | None = None) -> Supervised | bool | None:
     """Follow the job a dead worker started for this attempt but never recorded, if its runner
     can find one (a container labelled with the run and attempt): Pending -> Running, so the
-    attempt runs once instead of being crashed, and retried next to its still running job."""
+    attempt runs once instead of being crashed, and retried next to its still running job.
+    Its rendered job is recorded too where ``render`` can tell what it was."""
     find, adopt = getattr(runner, "find_unrecorded", None), getattr(runner, "adopt", None)
     if find is None or adopt is None:
         return None
@@ -94,9 +98,11 @@ def _adopt_unrecorded(store: Store, runner: Runner, run: Run, cause: str, now: d
         return False
     if found is None or handle is None:
         return None
+    rendered = render(run) if render is not None else None
     taken = store.take_over(run.id, from_worker=run.worker, attempt=run.attempt, worker=worker,
                             lease_until=now + timedelta(seconds=lease_seconds), runner_ident=found.ident,
-                            start_time=found.started,
+                            start_time=found.started, job=rendered.job if rendered else None,
+                            variables_patch=rendered.variables_patch if rendered else None,
                             reason=f"adopted by {worker} ({cause}); its job {found.ident[:19]} "
                                    "started before it was recorded")
     if taken is None:

@@ -54,6 +54,7 @@ from orchestra.workers.outcomes import (
 from orchestra.workers.adoption import adopt_orphans
 from orchestra.workers.recording import Ended, PassRecord
 from orchestra.workers.recovery import recover_runs
+from orchestra.workers.rendering import render_as_claimed
 from orchestra.workers.reporting import (
     Move,
     apply_moves,
@@ -164,7 +165,8 @@ class LocalWorker:
         """Follow again the jobs that outlived their worker (containers); the ids adopted and
         the runs left for crash recovery."""
         adopted, left = adopt_orphans(self.store, self.runners, runs, now, worker=self.worker_id,
-                                      lease_seconds=self.lease_seconds, log_path=self.log_path)
+                                      lease_seconds=self.lease_seconds, log_path=self.log_path,
+                                      render=lambda run: render_as_claimed(self.store, run, self._launcher.python))
         for entry in adopted:
             self._supervise_job(entry, now)
         return [entry.run.id for entry in adopted], left

@@ -24,7 +24,7 @@ from orchestra.jobs.template import RenderedJob, render_job
 from orchestra.specs.model import API_VERSION
 from orchestra.specs.parameters import validate_parameters
 from orchestra.specs.validate import pool_template
-from orchestra.store import Run, StoredResource
+from orchestra.store import PENDING, Run, Store, StoredResource
 
 
 def render_run(deployment: StoredResource, pool: StoredResource, run: Run, python: str) -> RenderedJob:
@@ -74,3 +74,24 @@ def render_with(deployment: StoredResource, pool: StoredResource, *, parameters:
 
 def _document(resource: StoredResource) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": resource.kind, "metadata": resource.metadata, "spec": resource.spec}
+
+
+def render_as_claimed(store: Store, run: Run, python: str) -> RenderedJob | None:
+    """The job this attempt of ``run`` started with, rendered again, where that cannot
+    differ: its deployment and pool unchanged since the attempt was claimed (a start
+    renders from them as they are then, never from older ones), and its parameters,
+    job variables and slot are the run's own. None where it could differ, or does
+    not render now (a secret gone from this worker's environment): then unknown.
+
+    For a job a dead daemon started but never recorded (``workers.adoption``).
+    """
+    claimed = max((event.time for event in store.events(run.id)
+                   if event.to_state == PENDING and event.attempt == run.attempt), default=None)
+    deployment = store.get_resources("Deployment", [run.deployment]).get(run.deployment)
+    pool = store.get_resources("WorkPool", [run.pool]).get(run.pool)
+    if claimed is None or deployment is None or pool is None or max(deployment.updated_at, pool.updated_at) > claimed:
+        return None
+    try:
+        return render_run(deployment, pool, run, python)
+    except InvalidInput:
+        return None
