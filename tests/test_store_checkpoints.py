@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -135,5 +137,53 @@ def test_a_log_reused_after_a_checkpoint_is_judged_by_what_waits_in_it(
         assert not looks._due()
         written(100)
         assert looks._due()  # big again
+    finally:
+        writer.close()
+
+
+_SHM_DEAD_MANS_SWITCH = 128  # os_unix.c: the -shm byte every connection holds a read lock on while open
+_TRY_THE_SWITCH = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(sys.argv[2]))
+    print("free")
+except OSError:
+    print("held")
+"""
+
+
+def _switch_seen_from_another_process(shm: Path) -> str:
+    return subprocess.run([sys.executable, "-c", _TRY_THE_SWITCH, str(shm), str(_SHM_DEAD_MANS_SWITCH)],
+                          capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+
+
+def test_looking_at_the_log_leaves_sqlites_locks_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's locks are POSIX locks, which a process loses on a file as soon as it closes any
+    descriptor of that file. Had the thread opened and closed the ``-shm`` file itself, the next
+    process to open the database would find it unused and rebuild its wal-index under the
+    daemon's mappings: the daemon died of SIGBUS (a CI run). After every look, and a
+    checkpoint, another process must still find the database in use."""
+    monkeypatch.setattr(checkpoints, "BUSY_LOG_BYTES", 10_000)
+    path = tmp_path / "orchestra.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    looks = checkpoints.BackgroundCheckpoints(str(path))  # not started: we look ourselves
+    try:
+        writer.execute("PRAGMA journal_mode = WAL")
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute("CREATE TABLE t (x BLOB)")
+        assert _switch_seen_from_another_process(Path(f"{path}-shm")) == "held"
+        for _ in range(3):
+            writer.execute("INSERT INTO t VALUES (randomblob(30000))")  # big: the looks read the log
+            looks._due()
+            looks._waiting_bytes()
+            assert _switch_seen_from_another_process(Path(f"{path}-shm")) == "held"
+        checker = sqlite3.connect(path, check_same_thread=False)
+        try:
+            looks._checkpoint(checker)
+        finally:
+            checker.close()
+        assert _switch_seen_from_another_process(Path(f"{path}-shm")) == "held"
+        assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == 3
     finally:
         writer.close()

@@ -9,11 +9,18 @@ checkpoints off on its own connections and has a thread checkpoint the log
 once it has been left alone for a second after a write (so a burst's copy
 comes after it), or every second while more than 4 MB of it wait to be copied;
 SQLite runs a checkpoint beside readers and writers (``PASSIVE``), and the
-interpreter is released while it copies. How much waits is read from the wal-index header in
-the ``-shm`` file (its ``mxFrame`` less its ``nBackfill``, a documented format:
-https://www.sqlite.org/walformat.html), not from the log's size: SQLite reuses
-the log file from its start after a checkpoint, so a log that was once big stays
-that size, and judging by it checkpointed every second in every later burst.
+interpreter is released while it copies.
+
+How much waits is judged from the log's own headers (https://www.sqlite.org/fileformat.html,
+4.1-4.3), not from its size: SQLite writes the log from its start again after a
+checkpoint, so a log that was once big stays that size, and judging by it checkpointed
+every second in every later burst. The frames written since the log last started over
+carry the salts of its header; less what the thread's last checkpoint copied of them,
+that is what waits. Only the ``-wal`` file is read, never the ``-shm``: SQLite's locks
+are POSIX locks, which a process loses on a file when it closes *any* descriptor of it,
+and SQLite keeps its locks on the ``-shm`` and the database, never on the log. (Reading
+the ``-shm`` header did exactly that: the next CLI command found the database unused,
+rebuilt its wal-index, and the daemon died of SIGBUS.)
 
 Other processes on the same file (CLI commands) keep the automatic
 checkpoints, and the last connection to close checkpoints whatever is left,
@@ -33,8 +40,9 @@ log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 1.0  # seconds between looks at the log's size
 BUSY_LOG_BYTES = 4 * 1024 * 1024  # a log still being written is checkpointed only once this much waits in it
-_WAL_INDEX_VERSION = 3007000  # the wal-index header's iVersion (walformat.html, 2.1)
-_WAL_INDEX_BYTES = 104  # through nBackfill, the first field of the checkpoint info at offset 96
+_WAL_MAGIC = (0x377F0682, 0x377F0683)  # the log header's first field (fileformat.html, 4.1)
+_WAL_HEADER_BYTES = 32  # then frames, each a 24-byte header and a page
+_FRAME_HEADER_BYTES = 24
 
 
 def without_automatic_checkpoints(dbapi_connection: sqlite3.Connection, _record: object) -> None:
@@ -48,11 +56,11 @@ class BackgroundCheckpoints:
     def __init__(self, path: str, interval: float | None = None) -> None:
         self._path = path
         self._wal = path + "-wal"
-        self._shm = path + "-shm"
         self._interval = CHECK_INTERVAL if interval is None else interval
         self._stop = threading.Event()
         self._last_seen: tuple[int, int] | None = None  # the log's size and time at the last look
         self._checkpointed: tuple[int, int] | None = None  # ... when it was last checkpointed
+        self._copied: tuple[bytes, int] = (b"", 0)  # the log's salts, and the frames the last checkpoint copied
         self._failing = False
         self._thread = threading.Thread(target=self._run, name="orchestra-checkpoints", daemon=True)
 
@@ -94,23 +102,44 @@ class BackgroundCheckpoints:
         return True
 
     def _waiting_bytes(self) -> int | None:
-        """Bytes of the log not yet copied into the database, from the wal-index header
-        (``mxFrame`` frames written, ``nBackfill`` copied, pages of ``szPage``); None
-        where it cannot be read as documented (the log's size then stands in)."""
+        """Bytes of the log not yet copied into the database: its frames written since it
+        last started over, less those the thread's last checkpoint copied (if the log has
+        not started over since); None where the log is not one (its size then stands in).
+        Copies made by other processes count as waiting: at worst one checkpoint too many."""
+        written = self._frames_written()
+        if written is None:
+            return None
+        salts, frames, page_size = written
+        copied_salts, copied = self._copied
+        return max(0, frames - (copied if salts == copied_salts else 0)) * page_size
+
+    def _frames_written(self) -> tuple[bytes, int, int] | None:
+        """The log's salts, how many frames carry them, and its page size. The frames since
+        the log last started over are its first ones, each with the header's salts; later
+        frames are older (SQLite changes the salts at every start), so a binary search of a
+        dozen 8-byte reads finds the end, however big the log."""
         try:
-            with open(self._shm, "rb") as shm:
-                header = shm.read(_WAL_INDEX_BYTES)
+            with open(self._wal, "rb") as wal:  # never locked by SQLite: closing it costs no lock
+                header = wal.read(_WAL_HEADER_BYTES)
+                if len(header) < _WAL_HEADER_BYTES or struct.unpack_from(">I", header, 0)[0] not in _WAL_MAGIC:
+                    return None
+                page_size, salts = struct.unpack_from(">I", header, 8)[0], header[16:24]
+                frame_bytes = _FRAME_HEADER_BYTES + page_size
+                low, high = 0, (os.fstat(wal.fileno()).st_size - _WAL_HEADER_BYTES) // frame_bytes
+                while low < high:  # frames before low carry the salts; high and after do not
+                    middle = (low + high) // 2
+                    wal.seek(_WAL_HEADER_BYTES + middle * frame_bytes + 8)
+                    if wal.read(8) == salts:
+                        low = middle + 1
+                    else:
+                        high = middle
         except OSError:
             return None
-        if len(header) < _WAL_INDEX_BYTES or struct.unpack_from("=I", header, 0)[0] != _WAL_INDEX_VERSION:
-            return None
-        page_size, frames = struct.unpack_from("=HI", header, 14)
-        copied = struct.unpack_from("=I", header, 96)[0]
-        return max(0, frames - copied) * (65536 if page_size == 1 else page_size)
+        return salts, low, page_size
 
     def _checkpoint(self, connection: sqlite3.Connection) -> None:
         try:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _busy, _frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as err:  # said once per spell of failures; the next look tries again
             if not self._failing:
                 log.warning("cannot checkpoint the store's write-ahead log %s: %s", self._wal, err)
@@ -118,3 +147,5 @@ class BackgroundCheckpoints:
             self._checkpointed = None  # due again at the next look
             return
         self._failing = False
+        written = self._frames_written()  # a log starts over only at a write after a whole copy
+        self._copied = (written[0] if written else b"", max(0, copied))
