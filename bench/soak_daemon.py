@@ -11,7 +11,9 @@ whatever happened:
 - the 1 s ``missedRuns: all`` schedule has every slot exactly once;
 - the deployment limited to one run at a time never had two running;
 - no job outlived the soak (its processes carry a marker);
-- no daemon logged an ERROR.
+- no daemon logged an ERROR;
+- no daemon or worker ended without a signal from the soak (a crash: SIGBUS, an
+  exit on an error), and each one sent SIGTERM exited 0 (or, still starting, died of it).
 
 Meanwhile, every 0.3-3 s, one of: ``kill -9`` a daemon, SIGTERM one, start a
 second one, start a run, cancel a running one, edit the specs (a schedule's
@@ -101,6 +103,8 @@ class Soak:
         self.log = open(root / "daemons.log", "ab")  # noqa: SIM115 - open for the soak's life
         self.daemons: list[subprocess.Popen[bytes]] = []
         self.done: Counter[str] = Counter()
+        self.told: set[int] = set()  # pids of the daemons and workers sent a signal
+        self.unbidden: list[tuple[str, int, int]] = []  # (program, pid, exit code) of those that ended on their own
 
     def write_specs(self, limited_every: str = "1s", extra: bool = False) -> None:
         """Renamed into place, as an editor or ``git checkout`` does."""
@@ -164,6 +168,7 @@ class Soak:
         end = time.monotonic() + minutes * 60
         while time.monotonic() < end:
             time.sleep(self.rng.uniform(0.3, 3.0))
+            self._note_unbidden_ends([*self.daemons, *([self.worker] if self.worker else [])])
             self.daemons = [d for d in self.daemons if d.poll() is None]
             if not self.daemons:
                 self.start()
@@ -177,8 +182,18 @@ class Soak:
             self.done[action] += 1
             getattr(self, f"_{action}")()
 
+    def _note_unbidden_ends(self, processes: list[subprocess.Popen[bytes]]) -> None:
+        """A daemon or worker that ended with no signal from the soak died of something
+        (a crash, SIGBUS, an exit on an error): nothing else ends one."""
+        for process in processes:
+            ended = process.poll()
+            if ended is not None and process.pid not in self.told:
+                self.unbidden.append((str(process.args[1]), process.pid, ended))
+                self.told.add(process.pid)  # said once
+
     def _kill9(self) -> None:
         daemon = self.rng.choice(self.daemons)
+        self.told.add(daemon.pid)
         daemon.kill()
         daemon.wait()
 
@@ -186,9 +201,15 @@ class Soak:
         self._stop(self.rng.choice(self.daemons))
 
     def _stop(self, process: subprocess.Popen[bytes]) -> None:
+        self._note_unbidden_ends([process])
+        if process.poll() is not None:  # already ended
+            return
+        self.told.add(process.pid)
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            # a clean stop exits 0; one still starting, before its handler is in place, dies of the signal
+            if process.wait(timeout=30) not in (0, -signal.SIGTERM):
+                self.unbidden.append((f"{process.args[1]} on SIGTERM", process.pid, process.returncode))
         except subprocess.TimeoutExpired:
             print(f"{process.args[1]} did not stop within 30 s of SIGTERM (grace 2 s)")
             self.done["stuck on SIGTERM"] += 1
@@ -197,6 +218,7 @@ class Soak:
 
     def _kill9_worker(self) -> None:
         if self.worker is not None and self.worker.poll() is None:
+            self.told.add(self.worker.pid)
             self.worker.kill()
             self.worker.wait()
 
@@ -232,8 +254,10 @@ class Soak:
 
     def settle(self) -> int:
         """Kill what runs, then one daemon (and worker) for 15 s and clean stops; the daemon's exit code."""
+        self._note_unbidden_ends([*self.daemons, *([self.worker] if self.worker else [])])
         for process in [*self.daemons, *([self.worker] if self.worker else [])]:
             if process.poll() is None:
+                self.told.add(process.pid)
                 process.kill()
                 process.wait()
         self.cli("resume", "deployment", "flaky")
@@ -392,6 +416,7 @@ def main() -> None:
         if containers is not None:
             problems |= containers.check(db.replace("postgresql://", "postgresql+psycopg://", 1))
     problems["every SIGTERM stopped its daemon within 30 s"] = ["stuck"] * soak.done["stuck on SIGTERM"]
+    problems["no daemon or worker ended unbidden, or other than cleanly on SIGTERM"] = soak.unbidden
     for info in ("(runs by state)", "(left Scheduled, by deployment)", "(containers made)",
                  "(containers adopted: recorded, started unrecorded)"):
         if info in problems:
