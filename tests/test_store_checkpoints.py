@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,40 +106,71 @@ def test_a_log_is_checkpointed_once_left_alone_for_an_interval_or_once_big(
     assert looks._due()
 
 
-def test_a_log_reused_after_a_checkpoint_is_judged_by_what_waits_in_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SQLite writes the log from its start again after a checkpoint, so the file keeps
-    the size it once had: a burst after a big one must not count as big (that
-    checkpointed every second in every later burst), while one that fills it again does.
-    A real database, its log and wal-index, written on a real connection."""
-    monkeypatch.setattr(checkpoints, "BUSY_LOG_BYTES", 200_000)
+@pytest.fixture
+def wal_database(tmp_path: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
+    """A database in WAL mode with a table ``t``, and its writer, whose commits never checkpoint."""
     path = tmp_path / "orchestra.db"
     writer = sqlite3.connect(path, isolation_level=None)
-    looks = checkpoints.BackgroundCheckpoints(str(path))  # not started: we look ourselves
     try:
         writer.execute("PRAGMA journal_mode = WAL")
         writer.execute("PRAGMA wal_autocheckpoint = 0")
         writer.execute("CREATE TABLE t (x BLOB)")
-
-        def written(pages: int) -> None:
-            for _ in range(pages):
-                writer.execute("INSERT INTO t VALUES (randomblob(3000))")  # about a page a row
-
-        written(100)  # past 200 kB waiting
-        assert looks._waiting_bytes() >= 200_000
-        assert looks._due()  # big while written: copied
-        writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # as the thread would
-        size = os.path.getsize(f"{path}-wal")
-        written(5)  # the log starts over inside the same file
-        assert os.path.getsize(f"{path}-wal") == size  # which is as big as before
-        assert 0 < looks._waiting_bytes() < 200_000
-        assert not looks._due()  # written since the last look, little waiting: left for later
-        written(5)
-        assert not looks._due()
-        written(100)
-        assert looks._due()  # big again
+        yield path, writer
     finally:
         writer.close()
+
+
+def test_a_log_reused_after_a_checkpoint_is_judged_by_what_waits_in_it(
+        wal_database: tuple[Path, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite writes the log from its start again after a checkpoint, so the file keeps
+    the size it once had: a burst after a big one must not count as big (that
+    checkpointed every second in every later burst), while one that fills it again does.
+    A real database and its log, written on a real connection."""
+    monkeypatch.setattr(checkpoints, "BUSY_LOG_BYTES", 200_000)
+    path, writer = wal_database
+    looks = checkpoints.BackgroundCheckpoints(str(path))  # not started: we look ourselves
+
+    def written(pages: int) -> None:
+        for _ in range(pages):
+            writer.execute("INSERT INTO t VALUES (randomblob(3000))")  # about a page a row
+
+    written(100)  # past 200 kB waiting
+    assert looks._waiting_bytes() >= 200_000
+    assert looks._due()  # big while written: copied
+    writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # as the thread would
+    size = os.path.getsize(f"{path}-wal")
+    written(5)  # the log starts over inside the same file
+    assert os.path.getsize(f"{path}-wal") == size  # which is as big as before
+    assert 0 < looks._waiting_bytes() < 200_000
+    assert not looks._due()  # written since the last look, little waiting: left for later
+    written(5)
+    assert not looks._due()
+    written(100)
+    assert looks._due()  # big again
+
+
+def test_a_log_that_cannot_start_over_counts_what_came_after_the_threads_checkpoint(
+        wal_database: tuple[Path, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a reader uses the log, SQLite cannot start it over: later writes go after the
+    frames already copied, with the same salts. What the thread's own checkpoint copied
+    does not wait any more."""
+    monkeypatch.setattr(checkpoints, "BUSY_LOG_BYTES", 200_000)
+    path, writer = wal_database
+    looks = checkpoints.BackgroundCheckpoints(str(path))  # not started: we look ourselves
+    for _ in range(100):
+        writer.execute("INSERT INTO t VALUES (randomblob(3000))")
+    reader = sqlite3.connect(path, isolation_level=None)
+    checker = sqlite3.connect(path, check_same_thread=False)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM t").fetchone()[0] == 100  # holds the log from here on
+        looks._checkpoint(checker)  # copies all 100 pages; the reader keeps the log from starting over
+        for _ in range(5):
+            writer.execute("INSERT INTO t VALUES (randomblob(3000))")
+        assert 0 < looks._waiting_bytes() < 200_000  # the 5 new pages, not the 105 in the log
+    finally:
+        reader.close()
+        checker.close()
 
 
 _SHM_DEAD_MANS_SWITCH = 128  # os_unix.c: the -shm byte every connection holds a read lock on while open
@@ -158,32 +190,27 @@ def _switch_seen_from_another_process(shm: Path) -> str:
                           capture_output=True, text=True, timeout=30, check=True).stdout.strip()
 
 
-def test_looking_at_the_log_leaves_sqlites_locks_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_looking_at_the_log_leaves_sqlites_locks_alone(
+        wal_database: tuple[Path, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite's locks are POSIX locks, which a process loses on a file as soon as it closes any
     descriptor of that file. Had the thread opened and closed the ``-shm`` file itself, the next
     process to open the database would find it unused and rebuild its wal-index under the
     daemon's mappings: the daemon died of SIGBUS (a CI run). After every look, and a
     checkpoint, another process must still find the database in use."""
     monkeypatch.setattr(checkpoints, "BUSY_LOG_BYTES", 10_000)
-    path = tmp_path / "orchestra.db"
-    writer = sqlite3.connect(path, isolation_level=None)
+    path, writer = wal_database
+    shm = Path(f"{path}-shm")
     looks = checkpoints.BackgroundCheckpoints(str(path))  # not started: we look ourselves
+    assert _switch_seen_from_another_process(shm) == "held"
+    for _ in range(3):
+        writer.execute("INSERT INTO t VALUES (randomblob(30000))")  # big: the looks read the log
+        looks._due()
+        looks._waiting_bytes()
+        assert _switch_seen_from_another_process(shm) == "held"
+    checker = sqlite3.connect(path, check_same_thread=False)
     try:
-        writer.execute("PRAGMA journal_mode = WAL")
-        writer.execute("PRAGMA wal_autocheckpoint = 0")
-        writer.execute("CREATE TABLE t (x BLOB)")
-        assert _switch_seen_from_another_process(Path(f"{path}-shm")) == "held"
-        for _ in range(3):
-            writer.execute("INSERT INTO t VALUES (randomblob(30000))")  # big: the looks read the log
-            looks._due()
-            looks._waiting_bytes()
-            assert _switch_seen_from_another_process(Path(f"{path}-shm")) == "held"
-        checker = sqlite3.connect(path, check_same_thread=False)
-        try:
-            looks._checkpoint(checker)
-        finally:
-            checker.close()
-        assert _switch_seen_from_another_process(Path(f"{path}-shm")) == "held"
-        assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == 3
+        looks._checkpoint(checker)
     finally:
-        writer.close()
+        checker.close()
+    assert _switch_seen_from_another_process(shm) == "held"
+    assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == 3
