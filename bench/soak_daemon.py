@@ -46,6 +46,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -415,6 +416,8 @@ def main() -> None:
         problems = check(db.replace("postgresql://", "postgresql+psycopg://", 1), marker, root / "daemons.log")
         if containers is not None:
             problems |= containers.check(db.replace("postgresql://", "postgresql+psycopg://", 1))
+        kept = Path(f"soak-{args.seed}-daemons.log").resolve()  # the temporary directory goes
+        shutil.copyfile(root / "daemons.log", kept)
     problems["every SIGTERM stopped its daemon within 30 s"] = ["stuck"] * soak.done["stuck on SIGTERM"]
     problems["no daemon or worker ended unbidden, or other than cleanly on SIGTERM"] = soak.unbidden
     for info in ("(runs by state)", "(left Scheduled, by deployment)", "(containers made)",
@@ -428,6 +431,10 @@ def main() -> None:
             continue
         failed = failed or bool(found)
         print(f"  {'ok' if not found else 'BROKEN'}  {name}" + (f": {found[:5]}" if found else ""))
+    if failed or code != 0:
+        print(f"  the daemons' and workers' output: {kept}")
+    else:
+        kept.unlink()
     sys.exit(1 if failed or code != 0 else 0)
 
 

@@ -205,6 +205,31 @@ def test_a_signal_stops_the_worker_cleanly_and_cancels_what_is_still_running(
         assert is_gone(job_pid)
 
 
+def test_a_signal_while_the_daemon_is_down_still_stops_the_workers_jobs(
+        workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess]) -> None:  # noqa: F811
+    """The daemon gone (a restart, a network cut) when the worker is told to stop: the
+    worker cannot report, but its jobs must not outlive it; the daemon takes the runs back
+    when their lease runs out, as after any lost worker. Found by the soak: the worker
+    exited on the first failed report, its jobs left running."""
+    url = api_url(daemon)
+    worker = workers(url, "remote-f", TOKEN, "--shutdown-grace", "1s", "--lease", "3s")
+    with client(url) as api:
+        run_id = trigger(api, "fragile")
+        run_where(api, run_id, lambda r: r["state"] == "Running", "the job to start")
+        job_pid = pids(workdir, 1)[0]
+    daemon.kill9()
+    worker.signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=60) == 0, worker.output()
+    assert is_gone(job_pid), "the job outlived its worker"
+    assert f"run {run_id[:12]} fragile: cannot report that its job ended" in worker.output()
+    daemon.start()  # back: the run's lease has run out, so it is taken back, not left Running
+    daemon.ready()
+    found = LISTENING.search(daemon.output()[daemon.log_start:])
+    assert found, daemon.output()
+    with client(found.group(1)) as api:
+        run_where(api, run_id, lambda r: r["state"] in TERMINAL, "the daemon to take the run back")
+
+
 def test_keep_logs_deletes_old_local_copies_and_keeps_what_the_worker_runs(
         workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess]) -> None:  # noqa: F811
     url = api_url(daemon)

@@ -496,6 +496,45 @@ def test_leases_are_renewed_and_a_revoked_lease_kills_the_job(world: World) -> N
 # -- shutdown -------------------------------------------------------------------------------------------
 
 
+def test_a_store_locked_through_the_shutdown_still_has_every_job_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The store cannot be written for the whole shutdown (another process holds the write
+    lock): neither the job recorded Running nor the one whose start was never recorded may
+    outlive the worker; their runs are left as stored, for recovery to take back."""
+    import sqlite3
+
+    from orchestra.store import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(local_module, "RECORD_START_WITHIN", 0.0)  # the next pass records the start: the write locked out
+    world = World(tmp_path)
+    try:
+        world.job("long", ["sleep", "60"])
+        recorded = world.run("long")
+        world.step_until(world.reached(recorded, RUNNING), T0, what="the first job recorded Running")
+        unrecorded = world.run("long")
+        world.woke.clear()
+        world.worker.step(T0)  # claims and starts it; the next pass would record the start
+        assert world.woke.wait(10), "the start was never handed over"
+        locker = sqlite3.connect(tmp_path / "orchestra.db", isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")  # held through the whole shutdown
+            with caplog.at_level(logging.WARNING, logger="orchestra.worker"):
+                world.worker.shutdown(0.5, lambda: at(5))
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert group_is_gone(world.pid(recorded)) and group_is_gone(world.pid(unrecorded))
+        assert (world.state(recorded), world.state(unrecorded)) == (RUNNING, PENDING)  # as stored: for recovery
+        said = caplog.text
+        assert "cannot record while stopping" in said
+        assert f"run {recorded.id[:12]} long: cannot report that its job ended" in said
+        assert f"run {unrecorded.id[:12]} long: cannot report that its job ended" in said
+    finally:
+        world.close()
+
+
+
 def test_shutdown_lets_short_jobs_finish_and_cancels_long_ones(world: World) -> None:
     world.job("short", ["sleep", "0.3"])
     world.job("long", sigterm_job("default"))

@@ -108,6 +108,7 @@ class LocalWorker:
         self._next_orphan_check: datetime | None = None
         self._ended = threading.Event()
         self._closing = False
+        self._store_away: StoreError | None = None  # while stopping: the store's last refusal, if it still refuses
         self._warned: set[str] = set()
         self._backlog: set[str] = set()  # pools that had due runs left after their last claim
         self._adopted = False  # the last pass's claim read the resource marker: no refresh needed
@@ -215,12 +216,19 @@ class LocalWorker:
         return min(waits, default=None)
 
     def shutdown(self, grace: float, now_fn: Callable[[], datetime]) -> None:
-        """Stop claiming; give running jobs ``grace`` seconds to end, then cancel the rest."""
+        """Stop claiming; give running jobs ``grace`` seconds to end, then cancel the rest.
+
+        The jobs stop whatever the store does. A pass that cannot be recorded (the
+        store locked past its busy timeout, a remote worker's daemon away) is tried
+        again while the grace lasts, and the jobs are cancelled at its end all the
+        same; each end that could not be recorded is said, and its run is left to
+        the recovery of lost workers (taken back once its lease runs out).
+        """
         self._closing = True
         deadline = time.monotonic() + grace
         while self._busy() and (left := deadline - time.monotonic()) > 0:
             self._ended.clear()  # before polling: an end after the poll sets it again
-            self._supervise(now_fn())
+            self._while_stopping(lambda: self._supervise(now_fn()))
             if self._busy():
                 self.rest()
                 self._ended.wait(min(left, CANCEL_POLL))
@@ -228,8 +236,40 @@ class LocalWorker:
         if self.preparing is not None:  # it stops by the due time it prepares for, at most REHEARSE_AHEAD away
             self.preparing.join(REHEARSE_AHEAD.total_seconds() + STOP_JOIN_MARGIN)
         self._launcher.held.drop_all()
+        self._supervise_unrecorded_starts(now_fn())
         if self._jobs:
             self._cancel_all(now_fn)
+        self._say_unrecorded_ends()
+
+    def _while_stopping(self, step: Callable[[], object]) -> None:
+        """A shutdown step that writes to the store. One the store cannot take now does not
+        end the shutdown: what it was to record stays to be recorded by the next step."""
+        try:
+            step()
+        except StoreError as error:
+            if self._store_away is None:
+                log.warning("cannot record while stopping (%s); the jobs are stopped all the same", error)
+            self._store_away = error
+        else:
+            self._store_away = None
+
+    def _supervise_unrecorded_starts(self, now: datetime) -> None:
+        """Jobs started but never recorded (the store away): the shutdown's to stop, as the
+        recorded ones. A start still under way after ``_await_starts`` is left to recovery."""
+        with self._outcomes_lock:
+            taken, self._outcomes = self._outcomes, []
+        for outcome in taken:
+            if isinstance(outcome, Started):
+                self._launching.pop(outcome.run.id, None)
+                self._supervise_job(outcome.entry, now)
+
+    def _say_unrecorded_ends(self) -> None:
+        for entry in self._jobs.values():
+            if entry.handle.poll() is not None:
+                log.warning("%s: cannot report that its job ended (%s); the daemon takes the run back "
+                            "when its lease runs out", label(entry.run), self._store_away)
+            else:
+                log.warning("%s: job did not end after SIGKILL; left for recovery", label(entry.run))
 
     def rest(self) -> None:
         """This thread is about to sleep or block: the runners follow their jobs on their own
@@ -246,16 +286,26 @@ class LocalWorker:
 
     def _await_starts(self, now_fn: Callable[[], datetime], timeout: float) -> None:
         """Record the starts still in flight (a start outlasting the grace), for at most ``timeout``
-        seconds: a job is cancelled only once it is supervised."""
+        seconds: a job is cancelled only once it is supervised. With the store away, only
+        until every start is handed over (``_supervise_unrecorded_starts`` takes them)."""
         deadline = time.monotonic() + timeout
         while self._launching and (left := deadline - time.monotonic()) > 0:
             self._ended.clear()
-            self._write(self._pass_record(now_fn(), poll_ends=False), now_fn())
+            if self._store_away is None:
+                self._while_stopping(lambda: self._write(self._pass_record(now_fn(), poll_ends=False), now_fn()))
+            elif not self._runs_starting():
+                break
             if self._launching:
                 self.rest()
                 self._ended.wait(min(left, CANCEL_POLL))
-        for run_id in self._launching:
+        for run_id in self._runs_starting():
             log.warning("run %s: its job was still starting at shutdown; left for recovery", run_id[:12])
+
+    def _runs_starting(self) -> list[str]:
+        """The runs whose start has not handed over its outcome yet (see ``_starts_in_flight``)."""
+        with self._outcomes_lock:
+            handed_over = {outcome.run.id for outcome in self._outcomes}
+        return [run_id for run_id in self._launching if run_id not in handed_over]
 
     # -- supervision ----------------------------------------------------------------
 
@@ -760,18 +810,20 @@ class LocalWorker:
     def _cancel_all(self, now_fn: Callable[[], datetime]) -> None:
         """Grace is over: cancel every job still running and record it Cancelled."""
         stopping = [entry for entry in self._jobs.values() if entry.stop is None]  # the others keep their reason
-        moves = [move_request(entry.run, CANCELLING, SHUTTING_DOWN, expect={RUNNING}) for entry in stopping]
+        moves = [move_request(entry.run, CANCELLING, SHUTTING_DOWN, expect={RUNNING})
+                 for entry in stopping if entry.run.state == RUNNING]
+        moved: list[Run | None] = []
         try:
-            moved = apply_moves(self.store, moves) if moves else []
+            if moves and self._store_away is None:
+                self._while_stopping(lambda: moved.extend(apply_moves(self.store, moves)))
         finally:  # even if the store is gone: the jobs must stop
             for entry in stopping:
                 request_stop(entry, SHUTDOWN)
-        for entry, run in zip(stopping, moved, strict=True):
-            entry.run = run or entry.run
+        by_id = {run.id: run for run in moved if run is not None}
+        for entry in stopping:
+            entry.run = by_id.get(entry.run.id, entry.run)
         self.rest()  # the stoppers wait for the ends that the runners' threads see
         for entry in list(self._jobs.values()):
             if entry.stopper is not None:
                 entry.stopper.join(entry.grace + STOP_JOIN_MARGIN)
-        self._write(self._pass_record(now_fn()), now_fn())
-        for entry in self._jobs.values():
-            log.warning("%s: job did not end after SIGKILL; left for recovery", label(entry.run))
+        self._while_stopping(lambda: self._write(self._pass_record(now_fn()), now_fn()))
