@@ -643,7 +643,7 @@ def test_a_store_locked_past_its_busy_timeout_costs_the_started_job_nothing(
     from orchestra.store import engine as engine_module
 
     monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
-    monkeypatch.setattr(local_module, "RECORD_START_WITHIN", 0.0)  # the next pass records the start: the write locked out
+    monkeypatch.setattr(local_module, "RECORD_START_WITHIN", 0.0)  # the next pass records the start
     world = World(tmp_path)
     try:
         world.job("slow", [PY, "-c", "import time; time.sleep(1)"])
