@@ -267,7 +267,7 @@ class LocalWorker:
         for entry in self._jobs.values():
             if entry.handle.poll() is not None:
                 log.warning("%s: cannot report that its job ended (%s); the daemon takes the run back "
-                            "when its lease runs out", label(entry.run), self._store_away)
+                            "when its lease runs out", label(entry.run), self._store_away or "not recorded")
             else:
                 log.warning("%s: job did not end after SIGKILL; left for recovery", label(entry.run))
 
