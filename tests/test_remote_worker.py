@@ -230,6 +230,26 @@ def test_a_signal_while_the_daemon_is_down_still_stops_the_workers_jobs(
         run_where(api, run_id, lambda r: r["state"] in TERMINAL, "the daemon to take the run back")
 
 
+def test_a_worker_refused_its_token_by_a_restarted_daemon_stops_its_jobs_as_it_exits(
+        workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess]) -> None:  # noqa: F811
+    """The daemon comes back with another token: the worker exits (a wrong token will not
+    become right by retrying), and its shutdown, refused too, still stops its jobs."""
+    url = api_url(daemon)
+    worker = workers(url, "remote-g", TOKEN, "--shutdown-grace", "1s")
+    with client(url) as api:
+        run_id = trigger(api, "fragile")
+        run_where(api, run_id, lambda r: r["state"] == "Running", "the job to start")
+        job_pid = pids(workdir, 1)[0]
+    daemon.kill9()
+    daemon.env["ORCHESTRA_API_TOKEN"] = "a-new-token"
+    daemon.extra += ["--port", url.rsplit(":", 1)[1]]  # back where the worker looks for it
+    daemon.start()
+    daemon.ready()
+    assert worker.proc.wait(timeout=60) == 1, worker.output()
+    assert "refused the token" in worker.output()
+    assert is_gone(job_pid), "the job outlived its worker"
+
+
 def test_keep_logs_deletes_old_local_copies_and_keeps_what_the_worker_runs(
         workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess]) -> None:  # noqa: F811
     url = api_url(daemon)

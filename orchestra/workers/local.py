@@ -108,7 +108,7 @@ class LocalWorker:
         self._next_orphan_check: datetime | None = None
         self._ended = threading.Event()
         self._closing = False
-        self._store_away: StoreError | None = None  # while stopping: the store's last refusal, if it still refuses
+        self._store_away: Exception | None = None  # while stopping: why the last write failed, if it did
         self._warned: set[str] = set()
         self._backlog: set[str] = set()  # pools that had due runs left after their last claim
         self._adopted = False  # the last pass's claim read the resource marker: no refresh needed
@@ -243,12 +243,15 @@ class LocalWorker:
 
     def _while_stopping(self, step: Callable[[], object]) -> None:
         """A shutdown step that writes to the store. One the store cannot take now does not
-        end the shutdown: what it was to record stays to be recorded by the next step."""
+        end the shutdown: what it was to record stays to be recorded by the next step. Nor
+        does any other failure (a refused token, a bug): the jobs must stop regardless."""
         try:
             step()
-        except StoreError as error:
-            if self._store_away is None:
+        except Exception as error:
+            if self._store_away is None and isinstance(error, StoreError):
                 log.warning("cannot record while stopping (%s); the jobs are stopped all the same", error)
+            elif self._store_away is None:
+                log.exception("recording failed while stopping; the jobs are stopped all the same")
             self._store_away = error
         else:
             self._store_away = None
