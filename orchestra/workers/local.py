@@ -829,4 +829,5 @@ class LocalWorker:
         for entry in list(self._jobs.values()):
             if entry.stopper is not None:
                 entry.stopper.join(entry.grace + STOP_JOIN_MARGIN)
-        self._while_stopping(lambda: self._write(self._pass_record(now_fn()), now_fn()))
+        if self._store_away is None:  # a store that refused the last write is not waited for again
+            self._while_stopping(lambda: self._write(self._pass_record(now_fn()), now_fn()))
