@@ -187,22 +187,30 @@ def test_heartbeat_loss_crashes_or_retries_the_runs_and_the_revoked_worker_kills
         assert worker.proc.poll() is None, worker.output()
 
 
+def a_running_job(workdir: Path, url: str, start: Callable[..., WorkerProcess], name: str,
+                  *extra: str) -> tuple[WorkerProcess, str, int]:
+    """A worker ``name`` (``extra``: its options) running a run of "fragile": the worker,
+    the run's id and the job's pid."""
+    worker = start(url, name, TOKEN, *extra)
+    with client(url) as api:
+        run_id = trigger(api, "fragile")
+        run_where(api, run_id, lambda r: r["state"] == "Running", "the job to start")
+    return worker, run_id, pids(workdir, 1)[0]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_signal_stops_the_worker_cleanly_and_cancels_what_is_still_running(
         workdir: Path, daemon: DaemonProcess, workers: Callable[..., WorkerProcess],  # noqa: F811
         signum: signal.Signals) -> None:
     """SIGHUP too: a worker whose terminal goes away stops as cleanly as a supervisor's SIGTERM."""
     url = api_url(daemon)
-    worker = workers(url, "remote-c", TOKEN, "--shutdown-grace", "1s")
+    worker, run_id, job_pid = a_running_job(workdir, url, workers, "remote-c", "--shutdown-grace", "1s")
+    worker.signal(signum)
+    assert worker.proc.wait(timeout=30) == 0, worker.output()
     with client(url) as api:
-        run_id = trigger(api, "fragile")
-        run_where(api, run_id, lambda r: r["state"] == "Running", "the job to start")
-        job_pid = pids(workdir, 1)[0]
-        worker.signal(signum)
-        assert worker.proc.wait(timeout=30) == 0, worker.output()
         final = api.get(f"/runs/{run_id}").json()
-        assert final["state"] == "Cancelled", final
-        assert is_gone(job_pid)
+    assert final["state"] == "Cancelled", final
+    assert is_gone(job_pid)
 
 
 def test_a_signal_while_the_daemon_is_down_still_stops_the_workers_jobs(
@@ -212,11 +220,8 @@ def test_a_signal_while_the_daemon_is_down_still_stops_the_workers_jobs(
     when their lease runs out, as after any lost worker. Found by the soak: the worker
     exited on the first failed report, its jobs left running."""
     url = api_url(daemon)
-    worker = workers(url, "remote-f", TOKEN, "--shutdown-grace", "1s", "--lease", "3s")
-    with client(url) as api:
-        run_id = trigger(api, "fragile")
-        run_where(api, run_id, lambda r: r["state"] == "Running", "the job to start")
-        job_pid = pids(workdir, 1)[0]
+    worker, run_id, job_pid = a_running_job(workdir, url, workers, "remote-f", "--shutdown-grace", "1s",
+                                            "--lease", "3s")
     daemon.kill9()
     worker.signal(signal.SIGTERM)
     assert worker.proc.wait(timeout=60) == 0, worker.output()
@@ -235,11 +240,7 @@ def test_a_worker_refused_its_token_by_a_restarted_daemon_stops_its_jobs_as_it_e
     """The daemon comes back with another token: the worker exits (a wrong token will not
     become right by retrying), and its shutdown, refused too, still stops its jobs."""
     url = api_url(daemon)
-    worker = workers(url, "remote-g", TOKEN, "--shutdown-grace", "1s")
-    with client(url) as api:
-        run_id = trigger(api, "fragile")
-        run_where(api, run_id, lambda r: r["state"] == "Running", "the job to start")
-        job_pid = pids(workdir, 1)[0]
+    worker, _, job_pid = a_running_job(workdir, url, workers, "remote-g", "--shutdown-grace", "1s")
     daemon.kill9()
     daemon.env["ORCHESTRA_API_TOKEN"] = "a-new-token"
     daemon.extra += ["--port", url.rsplit(":", 1)[1]]  # back where the worker looks for it
